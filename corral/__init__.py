@@ -1,0 +1,7 @@
+"""Corral: one endpoint in front of a herd of LLM servers."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
