@@ -1,0 +1,283 @@
+"""The live fleet: backend states, their connections, health probes and slot waits.
+
+``Fleet`` drives the pure ``Dispatcher`` from the event loop: it owns the futures of
+queued requests, probes each backend on an interval (``/api/tags`` for Ollama, which
+also refreshes its model list), and refreshes model lists on demand when a request
+names a model nobody seems to hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from corral.adapters.upstream import HttpTransport, Transport, UpstreamRequest
+from corral.core.dispatch import Dispatcher
+from corral.core.errors import QueueTimeout
+from corral.core.names import normalize_model
+from corral.core.policies import Policy
+from corral.core.types import BackendKind, BackendState, RequestInfo, RouteDecision
+
+__all__ = ["Fleet"]
+
+log = logging.getLogger("corral.fleet")
+
+_tags_decoder = msgspec.json.Decoder()
+
+
+class Fleet:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        max_waiting: int,
+        queue_timeout: float,
+        retry_after: float,
+        connect_timeout: float,
+        probe_interval: float,
+        probe_timeout: float,
+        transport_factory: Callable[[str], Transport] | None = None,
+    ) -> None:
+        self.dispatcher = Dispatcher(policy, max_waiting)
+        self.transports: dict[str, Transport] = {}
+        # Raw /api/tags entries per backend, served merged by GET /api/tags.
+        self.tag_entries: dict[str, dict[str, dict[str, Any]]] = {}
+        self._queue_timeout = queue_timeout
+        self._retry_after = retry_after
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._make_transport = transport_factory or (
+            lambda url: HttpTransport(url, connect_timeout=connect_timeout)
+        )
+        self._loop_task: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._last_refresh = -1e9
+        self._wake_prober = asyncio.Event()
+
+    # -- membership -------------------------------------------------------------
+
+    @property
+    def backends(self) -> dict[str, BackendState]:
+        return self.dispatcher.backends
+
+    def add(
+        self,
+        name: str,
+        url: str,
+        *,
+        kind: BackendKind = "ollama",
+        max_concurrency: int = 4,
+        weight: float = 1.0,
+        enabled: bool = True,
+    ) -> BackendState:
+        state = BackendState(
+            name=name,
+            url=url.rstrip("/"),
+            kind=kind,
+            max_concurrency=max_concurrency,
+            weight=weight,
+            enabled=enabled,
+        )
+        self.dispatcher.add_backend(state)
+        self.transports[name] = self._make_transport(state.url)
+        self.tag_entries[name] = {}
+        return state
+
+    async def remove(self, name: str) -> None:
+        self.dispatcher.remove_backend(name)
+        self.tag_entries.pop(name, None)
+        transport = self.transports.pop(name, None)
+        if transport is not None:
+            await transport.close()
+
+    def find(self, key: str) -> BackendState | None:
+        """A backend by name or by URL."""
+        state = self.backends.get(key)
+        if state is not None:
+            return state
+        key = key.rstrip("/")
+        for state in self.backends.values():
+            if state.url == key:
+                return state
+        return None
+
+    def routable(self, kind: BackendKind | None = None) -> list[BackendState]:
+        return [
+            b for b in self.backends.values() if b.routable and (kind is None or b.kind == kind)
+        ]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Probe every backend once (an unreachable one is marked down), then loop."""
+        await self.probe_all()
+        self._loop_task = asyncio.create_task(self._probe_loop(), name="corral-probes")
+
+    async def stop(self) -> None:
+        for task in (self._loop_task, self._refresh):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for transport in self.transports.values():
+            await transport.close()
+
+    async def _probe_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._probe_interval):
+                    await self._wake_prober.wait()
+            self._wake_prober.clear()
+            await self.probe_all()
+
+    def probe_soon(self) -> None:
+        """Ask for a probe round now (e.g. after a connect error)."""
+        self._wake_prober.set()
+
+    # -- probes -----------------------------------------------------------------
+
+    async def probe_all(self, names: Iterable[str] | None = None) -> None:
+        targets = list(names) if names is not None else list(self.backends)
+        await asyncio.gather(*(self.probe(n) for n in targets))
+
+    async def probe(self, name: str) -> None:
+        state = self.backends.get(name)
+        transport = self.transports.get(name)
+        if state is None or transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        path = "/api/tags" if state.kind == "ollama" else "/v1/models"
+        try:
+            async with asyncio.timeout(self._probe_timeout):
+                resp = await transport.send(UpstreamRequest("GET", path))
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.close()
+                if resp.status != 200:
+                    raise RuntimeError(f"{path} answered {resp.status}")
+                entries = _parse_model_list(state.kind, body)
+                if state.version is None and state.kind == "ollama":
+                    state.version = await self._read_version(transport)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of a probe marks the backend down
+            self._mark_down(state, f"probe failed: {exc or type(exc).__name__}", loop.time())
+            return
+        state.last_check_at = state.last_ok_at = loop.time()
+        state.consecutive_failures = 0
+        state.last_error = None
+        self.tag_entries[name] = entries
+        self.dispatcher.set_models(name, entries)
+        if not state.healthy:
+            log.info("backend %s is up (%d models)", name, len(entries))
+            state.healthy = True
+            self._pump()
+
+    async def _read_version(self, transport: Transport) -> str | None:
+        resp = await transport.send(UpstreamRequest("GET", "/api/version"))
+        try:
+            if resp.status != 200:
+                return None
+            data = msgspec.json.decode(await resp.read())
+        finally:
+            resp.close()
+        version = data.get("version") if isinstance(data, dict) else None
+        return version if isinstance(version, str) else None
+
+    def _mark_down(self, state: BackendState, why: str, now: float) -> None:
+        state.last_check_at = now
+        state.consecutive_failures += 1
+        state.last_error = why
+        if state.healthy:
+            log.warning("backend %s is down: %s", state.name, why)
+        state.healthy = False
+
+    def report_unreachable(self, name: str, why: str) -> None:
+        """A request could not connect: take the backend out now, probe it soon."""
+        state = self.backends.get(name)
+        if state is not None:
+            self._mark_down(state, why, asyncio.get_running_loop().time())
+            self.probe_soon()
+
+    def forget_model(self, name: str, model: str) -> None:
+        self.dispatcher.forget_model(name, model)
+        self.tag_entries.get(name, {}).pop(model, None)
+
+    async def refresh_models(self, min_interval: float = 1.0) -> None:
+        """Refresh every backend's model list now, coalescing concurrent callers."""
+        loop = asyncio.get_running_loop()
+        if self._refresh is None or self._refresh.done():
+            if loop.time() - self._last_refresh < min_interval:
+                return
+            self._last_refresh = loop.time()
+            self._refresh = asyncio.create_task(self.probe_all())
+        await asyncio.shield(self._refresh)
+
+    # -- slots --------------------------------------------------------------------
+
+    async def acquire(
+        self, info: RequestInfo, exclude: frozenset[str] = frozenset(), attempt: int = 1
+    ) -> RouteDecision:
+        decision = self.dispatcher.bind(info, exclude, attempt)
+        if decision is not None:
+            return decision
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RouteDecision] = loop.create_future()
+        waiter = self.dispatcher.enqueue(
+            info, exclude, loop.time(), self._queue_timeout, attempt, token=future
+        )
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                return await future
+        except TimeoutError:
+            self.dispatcher.cancel(waiter)
+            raise QueueTimeout(
+                f"no backend for {info.model!r} had a free slot within "
+                f"{self._queue_timeout:g}s; try again shortly",
+                retry_after=self._retry_after,
+            ) from None
+        except asyncio.CancelledError:
+            self.dispatcher.cancel(waiter)
+            if future.done() and not future.cancelled():
+                # Bound in the same instant the client left: hand the slot back.
+                self.release(future.result(), info, ok=True)
+            raise
+
+    def release(self, decision: RouteDecision, info: RequestInfo, ok: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        for waiter in self.dispatcher.release(decision.backend, info, ok, now):
+            self._hand_over(waiter.token, waiter.decision, waiter.info)
+
+    def _pump(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for waiter in self.dispatcher.pump(now):
+            self._hand_over(waiter.token, waiter.decision, waiter.info)
+
+    def _hand_over(self, token: object, decision: RouteDecision | None, info: RequestInfo) -> None:
+        assert isinstance(token, asyncio.Future) and decision is not None
+        if token.done():
+            self.release(decision, info, ok=True)
+        else:
+            token.set_result(decision)
+
+
+def _parse_model_list(kind: BackendKind, body: bytes) -> dict[str, dict[str, Any]]:
+    data = _tags_decoder.decode(body)
+    out: dict[str, dict[str, Any]] = {}
+    if kind == "ollama":
+        for entry in data.get("models") or []:
+            name = entry.get("name") or entry.get("model")
+            if isinstance(name, str):
+                out[normalize_model(name)] = entry
+    else:
+        for entry in data.get("data") or []:
+            name = entry.get("id")
+            if isinstance(name, str):
+                out[name] = entry
+    return out

@@ -1,0 +1,139 @@
+"""The one seam between the gateway and a backend: ``send(request) -> response``.
+
+``HttpTransport`` speaks HTTP with one pooled keep-alive aiohttp session per backend.
+Tests may plug any object with the same ``send`` method in its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+__all__ = [
+    "HttpTransport",
+    "Transport",
+    "UpstreamConnectError",
+    "UpstreamRequest",
+    "UpstreamResponse",
+]
+
+
+class UpstreamConnectError(Exception):
+    """The request never reached a working backend (refused, DNS, connect timeout).
+
+    ``backend_down`` is false when only a pooled connection had gone stale.
+    """
+
+    def __init__(self, message: str, *, backend_down: bool = True) -> None:
+        super().__init__(message)
+        self.backend_down = backend_down
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: str = ""
+
+
+class UpstreamResponse(Protocol):
+    status: int
+
+    @property
+    def content_type(self) -> str: ...
+
+    def header(self, name: str) -> str | None: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in whatever pieces the network gives."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> None:
+        """Release the connection (it is dropped, not reused, if the body was not read)."""
+        ...
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+
+    @property
+    def content_type(self) -> str:
+        return self._resp.headers.get("Content-Type", "application/json")
+
+    def header(self, name: str) -> str | None:
+        return self._resp.headers.get(name)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._resp.content.iter_any()
+
+    async def read(self) -> bytes:
+        return await self._resp.read()
+
+    def close(self) -> None:
+        self._resp.release()
+
+
+class Transport(Protocol):
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    """Pooled keep-alive HTTP to one backend base URL."""
+
+    def __init__(self, base_url: str, *, connect_timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily so the session binds to the running loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # Corral's own slots bound concurrency, not the pool.
+                keepalive_timeout=30,
+                ttl_dns_cache=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._connect_timeout, sock_read=None
+                ),
+            )
+        return self._session
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        url = self.base_url + request.path
+        if request.query:
+            url += "?" + request.query
+        try:
+            resp = await self._get_session().request(
+                request.method, url, data=request.body, headers=request.headers
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            # A pooled connection the backend had closed; the request never ran.
+            raise UpstreamConnectError(
+                "backend closed the connection", backend_down=False
+            ) from exc
+        return _AiohttpResponse(resp)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,159 @@
+"""Every error the gateway returns, and how it looks in each client dialect.
+
+The tree::
+
+    CorralError                      status  when
+    ├── BadRequest                   400     the request cannot be understood
+    │   ├── InvalidJSON              400     the body is not JSON
+    │   └── InvalidField             400     a field is missing or has the wrong type
+    ├── NotFound                     404
+    │   ├── ModelNotFound            404     no backend holds the model
+    │   └── RouteNotFound            404     unknown path
+    ├── MethodNotAllowed             405
+    ├── PayloadTooLarge              413     body over ``limits.max_body_bytes``
+    ├── Unavailable                  503     nothing can take the request now (Retry-After)
+    │   ├── NoHealthyBackend         503     backends hold the model but none is up
+    │   ├── QueueFull                503     the wait queue is at its bound
+    │   ├── QueueTimeout             503     waited ``queue.timeout_s`` for a free slot
+    │   └── TooManyStreams           503     ``limits.max_streams`` open streams
+    └── UpstreamError                502     every backend tried failed
+        └── UpstreamTimeout          504     a backend did not answer in time
+
+Each error renders itself in the Ollama dialect (``{"error": "text"}``) and in the
+OpenAI dialect (``{"error": {"message", "type", "param", "code"}}``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+__all__ = [
+    "BadRequest",
+    "CorralError",
+    "InvalidField",
+    "InvalidJSON",
+    "MethodNotAllowed",
+    "ModelNotFound",
+    "NoHealthyBackend",
+    "NotFound",
+    "PayloadTooLarge",
+    "QueueFull",
+    "QueueTimeout",
+    "RouteNotFound",
+    "TooManyStreams",
+    "Unavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class CorralError(Exception):
+    """Base of every error the gateway renders to a client."""
+
+    status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        if status is not None:
+            self.status = status  # type: ignore[misc]  # an upstream status relayed as-is
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+    def ollama_body(self) -> bytes:
+        return json.dumps({"error": self.message}).encode()
+
+    def openai_body(self) -> bytes:
+        code = type(self).__name__
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": code,
+            }
+        }
+        return json.dumps(body).encode()
+
+
+class BadRequest(CorralError):
+    status = 400
+    openai_type = "invalid_request_error"
+
+
+class InvalidJSON(BadRequest):
+    pass
+
+
+class InvalidField(BadRequest):
+    pass
+
+
+class NotFound(CorralError):
+    status = 404
+    openai_type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, model: str) -> None:
+        # Ollama's own wording, so clients that match on it keep working.
+        super().__init__(f'model "{model}" not found, try pulling it first', param="model")
+        self.model = model
+
+
+class RouteNotFound(NotFound):
+    pass
+
+
+class MethodNotAllowed(CorralError):
+    status = 405
+    openai_type = "invalid_request_error"
+
+
+class PayloadTooLarge(CorralError):
+    status = 413
+    openai_type = "invalid_request_error"
+
+
+class Unavailable(CorralError):
+    status = 503
+    openai_type = "server_error"
+
+
+class NoHealthyBackend(Unavailable):
+    pass
+
+
+class QueueFull(Unavailable):
+    pass
+
+
+class QueueTimeout(Unavailable):
+    pass
+
+
+class TooManyStreams(Unavailable):
+    pass
+
+
+class UpstreamError(CorralError):
+    status = 502
+    openai_type = "server_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504

@@ -1,0 +1,20 @@
+"""Model names as Ollama reads them."""
+
+from __future__ import annotations
+
+__all__ = ["normalize_model"]
+
+
+def normalize_model(name: str) -> str:
+    """Return ``name`` with ``:latest`` added when it carries no tag, as Ollama does.
+
+    The tag is what follows the last ``:`` after the last ``/``; a colon before a
+    slash belongs to a registry host (``host:5000/ns/model``).
+    """
+    name = name.strip()
+    if not name:
+        return name
+    slash = name.rfind("/")
+    if name.find(":", slash + 1) == -1:
+        return name + ":latest"
+    return name

@@ -1,0 +1,29 @@
+"""The per-request usage record: what was asked, where it went, what it cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["UsageRecord"]
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One finished request. Token counts are None when the backend gave none."""
+
+    request_id: str
+    endpoint: str
+    dialect: str
+    model: str
+    backend: str | None
+    status: int
+    started_at: float
+    duration_s: float
+    ttfb_s: float | None = None
+    stream: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    load_duration_s: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    client_gone: bool = False
