@@ -1,0 +1,260 @@
+"""The settings tree: typed, validated, immutable.
+
+These models know nothing about where values come from; `corral.config.loader`
+layers the file, the environment and CLI flags on top of them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "BackendConfig",
+    "BackendKind",
+    "CorsConfig",
+    "HealthConfig",
+    "LimitsConfig",
+    "LogLevel",
+    "QueueConfig",
+    "RetryConfig",
+    "Settings",
+    "TimeoutsConfig",
+    "split_backend_spec",
+]
+
+DEFAULT_POLICIES: tuple[str, ...] = ("least_conn", "round_robin")
+"""Policy names accepted when the caller does not pass its own registry's names."""
+
+BackendKind = Literal["ollama", "openai"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+# Concurrency an unconfigured backend gets: an Ollama box runs a few models' worth of
+# parallel slots, an OpenAI-compatible server (vLLM, llama.cpp server) batches many.
+_DEFAULT_CONCURRENCY: dict[str, int] = {"ollama": 4, "openai": 32}
+# Backend names travel in X-Corral-Backend headers and comma-separated env lists.
+_NAME_RE = re.compile(r"^[^\s,=]{1,128}$")
+
+Seconds = Annotated[float, Field(gt=0, description="Duration in seconds, > 0.")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_backend_spec(spec: str) -> dict[str, Any]:
+    """Split ``[name=][kind+]scheme://host:port[/path]`` into BackendConfig fields.
+
+    Only the shape is taken apart here; the URL itself is checked by BackendConfig.
+    """
+    text = spec.strip()
+    fields: dict[str, Any] = {}
+    eq, sep = text.find("="), text.find("://")
+    if eq > 0 and (sep < 0 or eq < sep):
+        fields["name"], text = text[:eq].strip(), text[eq + 1 :].strip()
+    scheme = text[:sep] if sep > 0 else ""
+    if "+" in scheme:
+        fields["kind"], _, bare = scheme.partition("+")
+        text = bare + text[sep:]
+    fields["url"] = text
+    return fields
+
+
+def _normalise_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL, e.g. http://gpu1:11434")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query string or fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    # A bare http:// host would silently mean port 80, never Ollama's 11434.
+    if port is None and scheme == "http":
+        raise ValueError("needs an explicit port, e.g. http://gpu1:11434")
+    return f"{scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def _derive_name(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{parts.port or 443}"
+
+
+class BackendConfig(_Section):
+    """One LLM server Corral forwards to."""
+
+    url: str = Field(description="Base URL, http(s)://host:port[/path]; trailing slash dropped.")
+    kind: BackendKind = Field(default="ollama", description="API dialect the backend speaks.")
+    name: str = Field(
+        default_factory=lambda data: _derive_name(data["url"]),
+        description="Unique name; defaults to host:port.",
+    )
+    max_concurrency: int = Field(
+        default_factory=lambda data: _DEFAULT_CONCURRENCY[data["kind"]],
+        ge=1,
+        description="Requests in flight at once; defaults to 4 for ollama, 32 for openai.",
+    )
+    weight: float = Field(default=1.0, gt=0, description="Relative share for weighted policies.")
+    enabled: bool = Field(default=True, description="Disabled backends are kept but never chosen.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_spec(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return split_backend_spec(data)
+        if isinstance(data, dict):
+            # Omitted and null mean the same: use the derived default.
+            data = {k: v for k, v in data.items() if v is not None}
+            url = data.get("url")
+            if isinstance(url, str) and "+" in url.partition("://")[0]:
+                parsed = split_backend_spec(url)
+                if "kind" in data and data["kind"] != parsed.get("kind"):
+                    raise ValueError(
+                        f"kind {data['kind']!r} contradicts the {parsed.get('kind')}+ URL prefix"
+                    )
+                data.update(parsed)
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        return _normalise_url(url)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError("must be 1-128 characters without spaces, commas or '='")
+        return name
+
+
+class HealthConfig(_Section):
+    interval_s: Seconds = Field(
+        default=5.0, description="Time between health probes of each backend."
+    )
+    timeout_s: Seconds = Field(
+        default=3.0, description="A probe slower than this counts as failed."
+    )
+    models_refresh_s: Seconds = Field(
+        default=30.0, description="How often model lists are re-read."
+    )
+
+
+class TimeoutsConfig(_Section):
+    connect_s: Seconds = Field(default=10.0, description="TCP+TLS connect to a backend.")
+    first_byte_s: Seconds = Field(
+        default=600.0, description="Wait for the first byte (cold model load)."
+    )
+    stream_idle_s: Seconds = Field(default=300.0, description="Longest silence inside a stream.")
+    request_s: Seconds = Field(default=3600.0, description="Whole request, end to end.")
+
+
+class QueueConfig(_Section):
+    max_waiting: int = Field(default=1024, ge=0, description="Requests allowed to wait for a slot.")
+    timeout_s: Seconds = Field(default=30.0, description="Longest a request waits before a 503.")
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After header on a full queue.")
+
+
+class RetryConfig(_Section):
+    attempts: int = Field(default=3, ge=1, description="Total tries, the first one included.")
+    backoff_s: Seconds = Field(default=0.05, description="Pause before the first retry; doubles.")
+    backoff_max_s: Seconds = Field(default=1.0, description="Upper bound for the pause.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Self:
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s}) is below backoff_s ({self.backoff_s})"
+            )
+        return self
+
+
+class LimitsConfig(_Section):
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="Largest request body.")
+    max_streams: int = Field(default=1000, ge=1, description="Streaming responses open at once.")
+
+
+class CorsConfig(_Section):
+    origins: list[str] = Field(default_factory=list, description="Allowed origins; [] = off.")
+    allow_credentials: bool = Field(
+        default=False, description="Send Access-Control-Allow-Credentials."
+    )
+    max_age_s: int = Field(default=600, ge=0, description="Access-Control-Max-Age for preflights.")
+
+    @field_validator("origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in ("http", "https") or parts.path):
+                raise ValueError(f"{origin!r} is not '*' or scheme://host[:port]")
+        return [o.rstrip("/") for o in origins]
+
+    @model_validator(mode="after")
+    def _credentials_need_explicit_origins(self) -> Self:
+        if self.allow_credentials and "*" in self.origins:
+            raise ValueError("allow_credentials cannot be combined with origin '*'")
+        return self
+
+
+class Settings(_Section):
+    """Everything the gateway reads at start-up."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(default=8088, ge=1, le=65535, description="TCP port to listen on.")
+    backends: list[BackendConfig] = Field(default_factory=list, description="LLM servers.")
+    policy: str = Field(default="least_conn", description="Name of the backend selection policy.")
+    log_level: LogLevel = Field(default="info", description="Least severe log level written.")
+    health: HealthConfig = Field(default_factory=lambda: HealthConfig())
+    timeouts: TimeoutsConfig = Field(default_factory=lambda: TimeoutsConfig())
+    queue: QueueConfig = Field(default_factory=lambda: QueueConfig())
+    retry: RetryConfig = Field(default_factory=lambda: RetryConfig())
+    limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
+    cors: CorsConfig = Field(default_factory=lambda: CorsConfig())
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, policy: str, info: ValidationInfo) -> str:
+        context = info.context if isinstance(info.context, dict) else {}
+        known = tuple(context.get("known_policies", DEFAULT_POLICIES))
+        if policy not in known:
+            raise ValueError(f"unknown policy; known: {', '.join(sorted(known))}")
+        return policy
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_names(cls, backends: list[BackendConfig]) -> list[BackendConfig]:
+        first: dict[str, int] = {}
+        for i, backend in enumerate(backends):
+            if backend.name in first:
+                raise ValueError(
+                    f"duplicate backend name {backend.name!r} "
+                    f"(backends[{first[backend.name]}] and backends[{i}]); give each a name="
+                )
+            first[backend.name] = i
+        return backends
