@@ -203,10 +203,7 @@ def _unknown_env(name: str, path: tuple[str, ...], shape: Shape | None) -> str:
     known = [env_name(p) for p, s in setting_paths() if s != "section"]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    allowed = ", ".join(sorted(RESERVED_ENV))
-    return (
-        f"env {name}: unknown setting{hint}; CORRAL_* names other than {allowed} must be settings"
-    )
+    return f"env {name}: unknown setting{hint}"
 
 
 def env_layers(environ: Mapping[str, str]) -> tuple[Layer, Layer, list[str]]:
