@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 import aiohttp
 
@@ -36,7 +36,7 @@ class UpstreamConnectError(Exception):
 class UpstreamRequest:
     method: str
     path: str
-    body: bytes | None = None
+    body: bytes | IO[bytes] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     query: str = ""
 
@@ -128,9 +128,7 @@ class HttpTransport:
             raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
         except aiohttp.ServerDisconnectedError as exc:
             # A pooled connection the backend had closed; the request never ran.
-            raise UpstreamConnectError(
-                "backend closed the connection", backend_down=False
-            ) from exc
+            raise UpstreamConnectError("backend closed the connection", backend_down=False) from exc
         return _AiohttpResponse(resp)
 
     async def close(self) -> None:

@@ -1,0 +1,142 @@
+"""Small ASGI helpers for the hot path: read a bounded body, answer, watch the client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from corral.core.errors import CorralError, PayloadTooLarge
+
+__all__ = [
+    "Receive",
+    "Scope",
+    "Send",
+    "Watchdog",
+    "read_body",
+    "send_error",
+    "send_response",
+    "watch_disconnect",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json; charset=utf-8"
+
+
+class ClientGone(Exception):
+    """The client closed the connection before we had its whole request."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing (413) anything over ``limit`` bytes."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit} bytes")
+            break
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = JSON,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(
+    send: Send,
+    error: CorralError,
+    dialect: str = "ollama",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = error.openai_body() if dialect == "openai" else error.ollama_body()
+    extra = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
+    if headers:
+        extra.extend(headers)
+    await send_response(send, error.status, body, headers=extra)
+
+
+async def watch_disconnect(receive: Receive, on_gone: Callable[[], None]) -> None:
+    """Call ``on_gone`` when the client disconnects (after the body was read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            on_gone()
+            return
+
+
+class Watchdog:
+    """Cancels a task when it stalls: no ``touch()`` for ``idle`` seconds, or past a deadline.
+
+    One timer per request, re-armed only when it fires, so touching it per chunk
+    costs a float store and nothing more.
+    """
+
+    __slots__ = ("_handle", "_loop", "_task", "deadline", "fired", "idle", "last", "started")
+
+    def __init__(self, idle: float, total: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        now = self._loop.time()
+        self.started = self.last = now
+        self.idle = idle
+        self.deadline = now + total
+        self.fired: str | None = None
+        self._handle = self._loop.call_at(min(now + idle, self.deadline), self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now >= self.deadline:
+            self.fired = "request"
+        elif now >= self.last + self.idle:
+            self.fired = "idle"
+        else:
+            self._handle = self._loop.call_at(
+                min(self.last + self.idle, self.deadline), self._check
+            )
+            return
+        self._task.cancel()
+
+    def stop(self) -> None:
+        self._handle.cancel()

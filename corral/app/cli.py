@@ -1,0 +1,99 @@
+"""The ``corral`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from corral import __version__
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="corral",
+    help="Corral: one endpoint in front of a herd of LLM servers (Ollama and OpenAI APIs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [default: 8088].")] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="A backend URL; repeat for more. http://host:port is an Ollama server, "
+            "openai+http://host:port an OpenAI-compatible one; name=URL names it.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="YAML config file (env CORRAL_CONFIG).", dir_okay=False
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Routing policy: least_conn or round_robin.")
+    ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Also start a small simulated Ollama fleet and route to it (no GPU needed)."
+        ),
+    ] = False,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error [default: info].")
+    ] = None,
+) -> None:
+    """Run the gateway."""
+    from corral.app.server import run
+
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("host", host),
+        ("port", port),
+        ("policy", policy),
+        ("log_level", log_level),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if backend:
+        overrides["backends"] = list(backend)
+    sys.exit(run(config, overrides, demo=demo))
+
+
+@app.command()
+def version() -> None:
+    """Print Corral's version."""
+    typer.echo(__version__)
+
+
+def _register_sim() -> None:
+    try:
+        from corral.sim.cli import sim
+    except ImportError:  # pragma: no cover - only while the simulator is absent
+        return
+
+    app.command(
+        "sim",
+        help="Run simulated Ollama nodes (for demos, tests and benchmarks).",
+    )(sim)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _register_sim()
+    app()

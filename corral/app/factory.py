@@ -1,0 +1,77 @@
+"""The app factory: settings in, ASGI app out; all state hangs off the app."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from corral.app.gateway import Gateway
+from corral.app.ollama_api import ollama_routes
+from corral.config import Settings
+from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    gateway: Gateway | None = None,
+    on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
+) -> Starlette:
+    gw = gateway or Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup(gw)
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+            if on_shutdown is not None:
+                await on_shutdown(gw)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error: CorralError
+        if exc.status_code == 405:
+            error = MethodNotAllowed(f"method {request.method} not allowed for {request.url.path}")
+        elif exc.status_code == 404:
+            error = RouteNotFound(f"no such endpoint: {request.method} {request.url.path}")
+        else:
+            error = CorralError(str(exc.detail), status=exc.status_code)
+        dialect = "openai" if request.url.path.startswith("/v1/") else "ollama"
+        body = error.openai_body() if dialect == "openai" else error.ollama_body()
+        return Response(body, error.status, headers=exc.headers, media_type="application/json")
+
+    middleware = []
+    if settings.cors.origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors.origins,
+                allow_credentials=settings.cors.allow_credentials,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["X-Corral-Backend", "X-Corral-Request-Id", "X-Corral-Route-Reason"],
+                max_age=settings.cors.max_age_s,
+            )
+        )
+    app = Starlette(
+        routes=ollama_routes(gw),
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    return app

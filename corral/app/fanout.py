@@ -1,0 +1,348 @@
+"""Model management across the fleet: pull, push, create, copy, delete and blobs.
+
+Without an ``X-Corral-Backend`` header these go to every healthy Ollama backend; with
+it, to the one named (by name or URL). Progress streams (pull, push, create) from all
+targets are merged into one NDJSON stream: per-layer progress is summed across
+backends, each other status is shown once, and the last line is ``success`` only if
+every backend succeeded — otherwise an ``error`` line names the ones that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import aiohttp
+import msgspec
+
+from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest
+from corral.app.asgi import JSON, ClientGone, send_response
+from corral.app.pipeline import RequestContext
+from corral.core.errors import BadRequest, CorralError, NotFound, Unavailable, UpstreamError
+from corral.core.types import BackendState
+
+__all__ = [
+    "blob_exists",
+    "blob_upload",
+    "fan_out",
+    "merged_progress",
+    "parse_manage",
+    "spool_blob",
+]
+
+_HEADERS = {"content-type": "application/json"}
+_STREAMING = {"/api/pull", "/api/push", "/api/create"}
+
+
+def targets(ctx: RequestContext) -> list[BackendState]:
+    fleet = ctx.gw.fleet
+    for name, value in ctx.scope["headers"]:
+        if name == b"x-corral-backend":
+            key = value.decode("latin-1").strip()
+            state = fleet.find(key)
+            if state is None:
+                raise NotFound(f"no backend named {key!r}", param="X-Corral-Backend")
+            if state.kind != "ollama":
+                raise BadRequest(f"backend {key!r} is not an Ollama server")
+            return [state]
+    found = fleet.routable("ollama")
+    if not found:
+        raise Unavailable("no healthy Ollama backend to manage models on", retry_after=5)
+    return found
+
+
+async def parse_manage(ctx: RequestContext) -> None:
+    if not ctx.body.strip():
+        raise BadRequest("missing request body")
+    try:
+        data = msgspec.json.decode(ctx.body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    if ctx.endpoint == "/api/copy":
+        for key in ("source", "destination"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise BadRequest(f"{key} is required", param=key)
+        ctx.model = data["source"]
+    else:
+        model = data.get("model") or data.get("name")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("model is required", param="model")
+        ctx.model = model
+    ctx.stream = ctx.endpoint in _STREAMING and data.get("stream") is not False
+    ctx.parsed = data
+
+
+@dataclass
+class _Outcome:
+    backend: str
+    status: int = 0
+    body: bytes = b""
+    error: str | None = None
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _call(
+    ctx: RequestContext, b: BackendState, method: str, body: bytes | IO[bytes] | None
+) -> _Outcome:
+    out = _Outcome(b.name)
+    transport = ctx.gw.fleet.transports[b.name]
+    try:
+        resp = await transport.send(UpstreamRequest(method, ctx.scope["path"], body, _HEADERS))
+    except UpstreamConnectError as exc:
+        out.error = f"unreachable: {exc}"
+        return out
+    try:
+        out.status = resp.status
+        out.body = await resp.read()
+    except aiohttp.ClientError as exc:
+        out.error = f"failed: {exc}"
+    finally:
+        resp.close()
+    if out.error is None and out.status >= 400:
+        out.error = _error_text(out.body) or f"HTTP {out.status}"
+    return out
+
+
+def _error_text(body: bytes) -> str | None:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body.decode("utf-8", "replace").strip()[:200] or None
+    return data.get("error") if isinstance(data, dict) else None
+
+
+def _names_header(states: list[BackendState]) -> list[tuple[bytes, bytes]]:
+    return [(b"x-corral-backend", ",".join(b.name for b in states).encode())]
+
+
+async def fan_out(ctx: RequestContext) -> None:
+    """copy and delete: one answer from all targets."""
+    chosen = targets(ctx)
+    method = ctx.scope["method"]
+    outcomes = await asyncio.gather(*(_call(ctx, b, method, ctx.body) for b in chosen))
+    await ctx.gw.fleet.probe_all(b.name for b in chosen)
+    ok = [o for o in outcomes if o.error is None]
+    missing = [o for o in outcomes if o.status == 404]
+    failed = [o for o in outcomes if o.error is not None and o.status != 404]
+    headers = [*_names_header(chosen), *ctx.id_headers()]
+    if failed:
+        detail = "; ".join(f"{o.backend}: {o.error}" for o in failed)
+        status = failed[0].status if failed[0].status >= 400 else 502
+        raise UpstreamError(f"{ctx.endpoint} failed on {detail}", status=status)
+    if not ok:
+        raise NotFound(_error_text(missing[0].body) or f'model "{ctx.model}" not found')
+    ctx.status = 200
+    ctx.finished = True
+    await send_response(ctx.send, 200, b"", headers=headers)
+
+
+async def merged_progress(ctx: RequestContext) -> None:
+    """pull, push and create: one merged progress stream, or one final answer."""
+    chosen = targets(ctx)
+    queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]] = asyncio.Queue()
+    tasks = [asyncio.create_task(_progress(ctx, b, queue)) for b in chosen]
+    headers = [*_names_header(chosen), *ctx.id_headers()]
+    try:
+        lines = _merge(queue, [b.name for b in chosen])
+        if ctx.stream:
+            ctx.response_started = True
+            ctx.status = 200
+            await ctx.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/x-ndjson"), *headers],
+                }
+            )
+            async for line in lines:
+                await ctx.send({"type": "http.response.body", "body": line, "more_body": True})
+            ctx.finished = True
+            await ctx.send({"type": "http.response.body", "body": b""})
+            return
+        last = b""
+        async for line in lines:
+            last = line
+        final = msgspec.json.decode(last)
+        if "error" in final:
+            ctx.error = final["error"]
+            ctx.status = 500
+        else:
+            ctx.status = 200
+        ctx.finished = True
+        await send_response(ctx.send, ctx.status, last.rstrip(b"\n"), headers=headers)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ctx.gw.fleet.probe_all(b.name for b in chosen)
+
+
+async def _progress(
+    ctx: RequestContext,
+    b: BackendState,
+    queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]],
+) -> None:
+    """Read one backend's progress lines into the shared queue; end with (name, None, err)."""
+    transport = ctx.gw.fleet.transports[b.name]
+    data = dict(ctx.parsed)
+    data["stream"] = True  # always ask for progress; the merge decides what the client sees
+    error: str | None = None
+    try:
+        resp = await transport.send(
+            UpstreamRequest("POST", ctx.endpoint, msgspec.json.encode(data), _HEADERS)
+        )
+    except UpstreamConnectError as exc:
+        await queue.put((b.name, None, f"unreachable: {exc}"))
+        return
+    try:
+        if resp.status != 200:
+            error = _error_text(await resp.read()) or f"HTTP {resp.status}"
+        else:
+            buf = b""
+            async for chunk in resp.chunks():
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                for raw in complete:
+                    if raw.strip():
+                        error = await _put_line(b.name, raw, queue) or error
+            if buf.strip():
+                error = await _put_line(b.name, buf, queue) or error
+    except aiohttp.ClientError as exc:
+        error = f"failed mid-stream: {exc}"
+    finally:
+        resp.close()
+    await queue.put((b.name, None, error))
+
+
+async def _put_line(
+    name: str, raw: bytes, queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]]
+) -> str | None:
+    try:
+        line = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return "sent malformed progress"
+    if not isinstance(line, dict):
+        return "sent malformed progress"
+    if "error" in line:
+        return str(line["error"])
+    await queue.put((name, line, None))
+    return None
+
+
+async def _merge(
+    queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]], names: list[str]
+) -> AsyncIterator[bytes]:
+    pending = set(names)
+    failures: dict[str, str] = {}
+    succeeded: set[str] = set()
+    layers: dict[str, dict[str, tuple[int, int]]] = {}
+    seen: set[str] = set()
+    encode = msgspec.json.encode
+    while pending:
+        name, line, error = await queue.get()
+        if line is None:
+            pending.discard(name)
+            if error is not None:
+                failures[name] = error
+            continue
+        status = str(line.get("status", ""))
+        digest = line.get("digest")
+        if status == "success":
+            succeeded.add(name)
+        elif isinstance(digest, str) and "total" in line:
+            per = layers.setdefault(digest, {})
+            per[name] = (int(line.get("total") or 0), int(line.get("completed") or 0))
+            total = sum(t for t, _ in per.values())
+            done = sum(c for _, c in per.values())
+            yield (
+                encode({"status": status, "digest": digest, "total": total, "completed": done})
+                + b"\n"
+            )
+        elif status and status not in seen:
+            seen.add(status)
+            yield encode(line) + b"\n"
+    for name in names:
+        if name not in succeeded and name not in failures:
+            failures[name] = "ended without success"
+    if failures:
+        detail = "; ".join(f"{n}: {e}" for n, e in sorted(failures.items()))
+        yield (
+            encode({"error": f"failed on {len(failures)} of {len(names)} backends: {detail}"})
+            + b"\n"
+        )
+    else:
+        yield b'{"status":"success"}\n'
+
+
+# -- blobs --------------------------------------------------------------------------
+
+
+async def blob_exists(ctx: RequestContext) -> None:
+    chosen = targets(ctx)
+    outcomes = await asyncio.gather(*(_call(ctx, b, "HEAD", None) for b in chosen))
+    status = 200 if all(o.status == 200 for o in outcomes) else 404
+    ctx.status = status
+    ctx.finished = True
+    await ctx.send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_names_header(chosen), *ctx.id_headers()],
+        }
+    )
+    await ctx.send({"type": "http.response.body", "body": b""})
+
+
+async def spool_blob(ctx: RequestContext) -> None:
+    """Read an uploaded blob to a temporary file, checking its digest on the way."""
+    digest = ctx.scope["path"].rsplit("/", 1)[-1]
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        raise BadRequest(f"invalid digest {digest!r}: expected sha256:<64 hex digits>")
+    hasher = hashlib.sha256()
+    fd, path = tempfile.mkstemp(prefix="corral-blob-")
+    ctx.parsed = path
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            message = await ctx.receive()
+            if message["type"] == "http.disconnect":
+                os.unlink(path)
+                raise ClientGone
+            chunk = message.get("body", b"")
+            hasher.update(chunk)
+            out.write(chunk)
+            if not message.get("more_body", False):
+                break
+    got = "sha256:" + hasher.hexdigest()
+    if got != digest:
+        os.unlink(path)
+        raise BadRequest(f'digest mismatch, expected "{digest}", got "{got}"')
+
+
+async def blob_upload(ctx: RequestContext) -> None:
+    path: str = ctx.parsed
+    try:
+        chosen = targets(ctx)
+        outcomes = await asyncio.gather(*(_upload(ctx, b, path) for b in chosen))
+    finally:
+        os.unlink(path)
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        detail = "; ".join(f"{o.backend}: {o.error}" for o in failed)
+        raise CorralError(f"blob upload failed on {detail}", status=failed[0].status or 502)
+    ctx.status = 201
+    ctx.finished = True
+    await send_response(
+        ctx.send, 201, b"", JSON, headers=[*_names_header(chosen), *ctx.id_headers()]
+    )
+
+
+async def _upload(ctx: RequestContext, b: BackendState, path: str) -> _Outcome:
+    with open(path, "rb") as fh:  # noqa: ASYNC230 - a local temp file, read in pieces
+        return await _call(ctx, b, "POST", fh)

@@ -1,0 +1,168 @@
+"""The request path, stage by stage.
+
+An endpoint is an ordered tuple of stages over one ``RequestContext``; reading
+``Pipeline.stage_names`` shows the whole flow of an endpoint in one place. A stage
+either finishes the response itself or leaves it to a later stage; raising a
+``CorralError`` rejects the request in the client's dialect. Accounting runs after the
+stages, always, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from corral.app.asgi import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_error,
+    watch_disconnect,
+)
+from corral.core.errors import CorralError
+from corral.core.types import RouteDecision
+from corral.core.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from corral.app.gateway import Gateway
+
+__all__ = ["Pipeline", "RequestContext", "Stage", "read_request_body"]
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    gw: Gateway
+    scope: Scope
+    receive: Receive
+    send: Send
+    endpoint: str
+    dialect: str
+    request_id: str
+    started: float
+    body: bytes = b""
+    parsed: Any = None
+    model: str = ""
+    stream: bool = False
+    uses_slot: bool = True
+    decision: RouteDecision | None = None
+    attempts: int = 0
+    response_started: bool = False
+    status: int = 0
+    ttfb: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    load_duration_s: float | None = None
+    error: str | None = None
+    client_gone: bool = False
+    # Set just before the last body message: a disconnect seen after it is the normal
+    # end of the exchange, not a client leaving.
+    finished: bool = False
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def id_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-corral-request-id", self.request_id.encode())]
+        if self.decision is not None:
+            headers.append((b"x-corral-backend", self.decision.backend.encode()))
+            headers.append((b"x-corral-route-reason", self.decision.reason.encode()))
+        return headers
+
+
+Stage = Callable[[RequestContext], Awaitable[None]]
+
+
+async def read_request_body(ctx: RequestContext) -> None:
+    ctx.body = await read_body(ctx.scope, ctx.receive, ctx.gw.settings.limits.max_body_bytes)
+
+
+class Pipeline:
+    """An ASGI app running one endpoint's stages, with the client watched for departure."""
+
+    def __init__(
+        self, gw: Gateway, endpoint: str, stages: tuple[Stage, ...], dialect: str = "ollama"
+    ) -> None:
+        self.gw = gw
+        self.endpoint = endpoint
+        # The first stage reads the request body; the client is watched from then on.
+        self.stages = stages
+        self.dialect = dialect
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.__name__ for s in self.stages)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        rid = _request_id(scope)
+        ctx = RequestContext(
+            gw, scope, receive, send, self.endpoint, self.dialect, rid, time.time()
+        )
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+
+        def gone() -> None:
+            if not ctx.finished:
+                ctx.client_gone = True
+                task.cancel()
+
+        try:
+            stages = iter(self.stages)
+            await next(stages)(ctx)  # the body: the client is watched only once it is read
+            watcher = asyncio.create_task(watch_disconnect(receive, gone))
+            for stage in stages:
+                await stage(ctx)
+        except CorralError as exc:
+            ctx.error = exc.message
+            if not ctx.response_started:
+                ctx.status = exc.status
+                ctx.finished = True
+                await send_error(send, exc, self.dialect, ctx.id_headers())
+        except ClientGone:
+            ctx.client_gone = True
+        except asyncio.CancelledError:
+            if not ctx.client_gone:
+                raise
+            # We cancelled ourselves because the client left: that is a normal end.
+            task.uncancel()
+            ctx.error = "client disconnected"
+            ctx.status = 499
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            with contextlib.suppress(Exception):
+                gw.record(_usage(ctx))
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and 0 < len(value) <= 128:
+            return str(value.decode("latin-1"))
+    return os.urandom(8).hex()
+
+
+def _usage(ctx: RequestContext) -> UsageRecord:
+    return UsageRecord(
+        request_id=ctx.request_id,
+        endpoint=ctx.endpoint,
+        dialect=ctx.dialect,
+        model=ctx.model,
+        backend=ctx.decision.backend if ctx.decision else None,
+        status=ctx.status,
+        started_at=ctx.started,
+        duration_s=time.time() - ctx.started,
+        ttfb_s=ctx.ttfb,
+        stream=ctx.stream,
+        prompt_tokens=ctx.prompt_tokens,
+        completion_tokens=ctx.completion_tokens,
+        load_duration_s=ctx.load_duration_s,
+        attempts=ctx.attempts,
+        error=ctx.error,
+        client_gone=ctx.client_gone,
+    )

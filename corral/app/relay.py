@@ -1,0 +1,290 @@
+"""Route a request to a backend and relay its answer: failover, timeouts, streaming.
+
+Failover happens only before the client has seen a byte: a connect error, a 5xx
+(including Ollama's busy 503), a stall before the first chunk, or a backend that
+turns out not to hold the model moves the request to the next candidate, with a
+short backoff. Once streaming began, a failure ends the stream with an Ollama-style
+``{"error": ...}`` line, never a silent truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import msgspec
+
+from corral.adapters.ollama import Final, decode_request, read_final
+from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest, UpstreamResponse
+from corral.app.asgi import Watchdog
+from corral.app.pipeline import RequestContext
+from corral.core.errors import (
+    CorralError,
+    ModelNotFound,
+    NoHealthyBackend,
+    TooManyStreams,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from corral.core.names import normalize_model
+from corral.core.types import RequestInfo, RouteDecision
+
+__all__ = ["parse_ollama", "relay"]
+
+log = logging.getLogger("corral.relay")
+
+_FORWARD_HEADERS = {"content-type": "application/json"}
+_NDJSON = b"application/x-ndjson"
+
+
+async def parse_ollama(ctx: RequestContext) -> None:
+    req = decode_request(ctx.endpoint, ctx.body)
+    ctx.parsed = req
+    ctx.model = normalize_model(req.model)
+    if ctx.endpoint in ("/api/generate", "/api/chat"):
+        ctx.stream = req.stream is not False  # Ollama streams unless told not to
+    elif ctx.endpoint == "/api/show":
+        ctx.uses_slot = False
+
+
+class _Retry(Exception):
+    """This attempt failed before the client saw anything; try another backend."""
+
+    def __init__(self, error: CorralError, *, forget_model: bool = False) -> None:
+        self.error = error
+        self.forget_model = forget_model
+
+
+async def relay(ctx: RequestContext) -> None:
+    gw = ctx.gw
+    fleet = gw.fleet
+    retry = gw.settings.retry
+    info = RequestInfo(ctx.model, ctx.endpoint, ctx.request_id)
+    tried: frozenset[str] = frozenset()
+    last_error: CorralError | None = None
+    refreshed = False
+    attempt = 0
+    if ctx.stream and gw.open_streams >= gw.settings.limits.max_streams:
+        raise TooManyStreams(
+            f"{gw.open_streams} streams open, the limit is {gw.settings.limits.max_streams}",
+            retry_after=1.0,
+        )
+    while attempt < retry.attempts:
+        try:
+            decision = await _bind(ctx, info, tried, attempt + 1)
+        except ModelNotFound:
+            if refreshed or tried:
+                raise last_error or ModelNotFound(ctx.model) from None
+            # Maybe it was pulled since the last probe: look again, once.
+            refreshed = True
+            await fleet.refresh_models()
+            continue
+        except NoHealthyBackend:
+            if last_error is not None:
+                raise last_error from None
+            raise
+        attempt += 1
+        ctx.attempts = attempt
+        ctx.decision = decision
+        ok = False
+        try:
+            await _attempt(ctx, decision)
+            ok = True
+            return
+        except _Retry as exc:
+            last_error = exc.error
+            tried = tried | {decision.backend}
+            if exc.forget_model:
+                fleet.forget_model(decision.backend, ctx.model)
+            log.info(
+                "request %s: backend %s failed (%s), attempt %d of %d",
+                ctx.request_id,
+                decision.backend,
+                exc.error.message,
+                attempt,
+                retry.attempts,
+            )
+        finally:
+            if ctx.uses_slot:
+                fleet.release(decision, info, ok)
+        await asyncio.sleep(min(retry.backoff_s * 2 ** (attempt - 1), retry.backoff_max_s))
+    assert last_error is not None
+    raise last_error
+
+
+async def _bind(
+    ctx: RequestContext, info: RequestInfo, tried: frozenset[str], attempt: int
+) -> RouteDecision:
+    fleet = ctx.gw.fleet
+    if ctx.uses_slot:
+        return await fleet.acquire(info, tried, attempt)
+    # Metadata calls (show) take no slot: any healthy holder answers.
+    holders = fleet.dispatcher.holders(info.model)
+    if not holders:
+        raise ModelNotFound(info.model)
+    for b in holders:
+        if b.routable and b.name not in tried:
+            return RouteDecision(b.name, "any", "metadata call, first healthy holder", attempt)
+    raise NoHealthyBackend(f"no healthy backend for model {info.model!r}")
+
+
+async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
+    gw = ctx.gw
+    timeouts = gw.settings.timeouts
+    transport = gw.fleet.transports[decision.backend]
+    request = UpstreamRequest(
+        "POST", ctx.endpoint, ctx.body, {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id}
+    )
+    watchdog = Watchdog(timeouts.first_byte_s, timeouts.request_s)
+    resp: UpstreamResponse | None = None
+    try:
+        try:
+            resp = await transport.send(request)
+        except UpstreamConnectError as exc:
+            if exc.backend_down:
+                gw.fleet.report_unreachable(decision.backend, str(exc))
+            raise _Retry(UpstreamError(f"backend {decision.backend} unreachable: {exc}")) from None
+        if resp.status != 200:
+            await _upstream_failed(ctx, decision, resp)
+        elif ctx.stream:
+            await _relay_stream(ctx, resp, watchdog)
+        else:
+            await _relay_whole(ctx, resp, watchdog)
+    except asyncio.CancelledError:
+        if watchdog.fired is None or ctx.client_gone:
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        if ctx.response_started:
+            await _end_stream_with_error(
+                ctx, f"backend {decision.backend} stalled ({watchdog.fired} timeout)"
+            )
+            return
+        raise _Retry(
+            UpstreamTimeout(f"backend {decision.backend} did not answer in time")
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        if ctx.response_started:
+            await _end_stream_with_error(
+                ctx, f"backend {decision.backend} failed mid-stream: {exc}"
+            )
+            return
+        raise _Retry(UpstreamError(f"backend {decision.backend} failed: {exc}")) from None
+    finally:
+        watchdog.stop()
+        if resp is not None:
+            resp.close()
+
+
+async def _upstream_failed(
+    ctx: RequestContext, decision: RouteDecision, resp: UpstreamResponse
+) -> None:
+    """A non-200 answer: retry elsewhere when another backend may do better, else relay it."""
+    body = await resp.read()
+    message = _error_text(body) or f"HTTP {resp.status}"
+    if resp.status >= 500:
+        retry_after = 1.0 if resp.status == 503 else None
+        raise _Retry(
+            UpstreamError(
+                f"backend {decision.backend}: {message}",
+                status=resp.status,
+                retry_after=retry_after,
+            )
+        )
+    if resp.status == 404 and "not found" in message:
+        # Its model list was stale; another holder may still serve it.
+        raise _Retry(ModelNotFound(ctx.model), forget_model=True)
+    # Any other 4xx is the client's problem: relay it as the backend said it.
+    ctx.status = resp.status
+    ctx.error = message
+    await _start(ctx, resp.status, resp.content_type.encode(), len(body))
+    ctx.finished = True
+    await ctx.send({"type": "http.response.body", "body": body})
+
+
+def _error_text(body: bytes) -> str | None:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body[:200].decode("utf-8", "replace").strip() or None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            err = err.get("message")
+        if isinstance(err, str):
+            return err
+    return None
+
+
+async def _start(ctx: RequestContext, status: int, content_type: bytes, length: int | None) -> None:
+    headers = [(b"content-type", content_type), *ctx.id_headers()]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    ctx.response_started = True
+    await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def _relay_whole(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
+    """A non-streamed answer is read whole first, so a failure can still fail over."""
+    body = await resp.read()
+    final = read_final(body)
+    if final is None:
+        raise _Retry(UpstreamError("backend sent malformed JSON"))
+    _account(ctx, final)
+    watchdog.touch()
+    ctx.ttfb = watchdog.last - watchdog.started
+    ctx.status = 200
+    await _start(ctx, 200, resp.content_type.encode(), len(body))
+    ctx.finished = True
+    await ctx.send({"type": "http.response.body", "body": body})
+
+
+async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
+    """Forward chunks untouched as they arrive; read only the tail for the final counts."""
+    gw = ctx.gw
+    chunks = resp.chunks()
+    send = ctx.send
+    # Headers go out with the first chunk, so a backend that dies before it can
+    # still be failed over.
+    first = await anext(chunks, b"")
+    if not first:
+        raise _Retry(UpstreamError("backend closed the stream before the first chunk"))
+    watchdog.touch()
+    watchdog.idle = gw.settings.timeouts.stream_idle_s
+    ctx.ttfb = watchdog.last - watchdog.started
+    ctx.status = 200
+    await _start(ctx, 200, resp.content_type.encode() or _NDJSON, None)
+    gw.open_streams += 1
+    try:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        prev = b""
+        last = first
+        async for chunk in chunks:
+            watchdog.touch()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            prev, last = last, chunk
+        final = read_final(prev + last)
+        if final is None or not (final.done or final.error):
+            await _end_stream_with_error(ctx, "backend ended the stream before it was done")
+            return
+        _account(ctx, final)
+        ctx.finished = True
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        gw.open_streams -= 1
+
+
+def _account(ctx: RequestContext, final: Final) -> None:
+    ctx.prompt_tokens = final.prompt_eval_count
+    ctx.completion_tokens = final.eval_count
+    if final.load_duration is not None:
+        ctx.load_duration_s = final.load_duration / 1e9
+    if final.error:
+        ctx.error = final.error
+
+
+async def _end_stream_with_error(ctx: RequestContext, message: str) -> None:
+    ctx.error = message
+    ctx.finished = True
+    line = msgspec.json.encode({"error": message}) + b"\n"
+    await ctx.send({"type": "http.response.body", "body": line})
