@@ -405,6 +405,19 @@ def test_repeated_yaml_key_is_rejected(tmp_path: Path) -> None:
     assert problems(excinfo) == (f"{path}:3: port: repeated key (first on line 1)",)
 
 
+def test_yaml_keys_must_be_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: 9000\n8088: true\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path, environ={})
+    assert problems(excinfo) == (f"{path}:2: 8088: a key must be text",)
+
+
+def test_self_referencing_yaml_anchor_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "health: &loop {again: *loop}\n")
+    with pytest.raises(ConfigError, match=r":1: health.again: nested too deeply"):
+        load_settings(path, environ={})
+
+
 def test_file_must_be_a_mapping(tmp_path: Path) -> None:
     path = write(tmp_path, "- http://a:1\n")
     with pytest.raises(ConfigError, match=r":1: the file must be a mapping of settings"):

@@ -151,14 +151,20 @@ def read_yaml(path: Path, *, named_by: str = "") -> Layer:
 def _record_lines(
     node: yaml.Node, path: KeyPath, label: str, origins: dict[KeyPath, str], problems: list[str]
 ) -> None:
-    if len(path) > 32:  # anchors can make a node its own descendant
+    if len(path) > 32:  # an anchor can make a node its own descendant
+        line = node.start_mark.line + 1
+        problems.append(f"{label}:{line}: {dotted(path[:2])}: nested too deeply")
         return
     if isinstance(node, yaml.MappingNode):
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
             key, line = key_node.value, key_node.start_mark.line + 1
+            if (
+                key_node.tag != "tag:yaml.org,2002:str"
+                and key_node.tag != "tag:yaml.org,2002:merge"
+            ):
+                problems.append(f"{label}:{line}: {key_node.value!s:.40}: a key must be text")
+                continue
             sub = (*path, key)
             if key in first_line:
                 # PyYAML keeps the last silently; a repeated key is almost always a slip.
