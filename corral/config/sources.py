@@ -258,5 +258,7 @@ def override_layer(overrides: Mapping[str, Any]) -> Layer:
         elif value is not None:  # an unset flag arrives as None
             layer.values[path] = value
     for path in layer.values:
-        layer.origins[path] = "--" + ".".join(map(str, path)).replace("_", "-")
+        flag = ".".join(map(str, path)).replace("_", "-")
+        # The CLI's repeatable flag is singular: --backend URL --backend URL.
+        layer.origins[path] = "--backend" if flag == "backends" else "--" + flag
     return layer
