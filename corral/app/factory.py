@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from corral.app.gateway import Gateway
-from corral.app.ollama_api import ollama_routes
+from corral.app.ollama_api import fleet_headers, ollama_routes
 from corral.config import Settings
 from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
 
@@ -52,7 +52,8 @@ def create_app(
             error = CorralError(str(exc.detail), status=exc.status_code)
         dialect = "openai" if request.url.path.startswith("/v1/") else "ollama"
         body = error.openai_body() if dialect == "openai" else error.ollama_body()
-        return Response(body, error.status, headers=exc.headers, media_type="application/json")
+        headers = {**(exc.headers or {}), **fleet_headers(request, [])}
+        return Response(body, error.status, headers=headers, media_type="application/json")
 
     middleware = []
     if settings.cors.origins:

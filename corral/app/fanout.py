@@ -122,6 +122,10 @@ def _names_header(states: list[BackendState]) -> list[tuple[bytes, bytes]]:
     return [(b"x-corral-backend", ",".join(b.name for b in states).encode())]
 
 
+def _headers(ctx: RequestContext, states: list[BackendState]) -> list[tuple[bytes, bytes]]:
+    return [(b"x-corral-request-id", ctx.request_id.encode()), *_names_header(states)]
+
+
 async def fan_out(ctx: RequestContext) -> None:
     """copy and delete: one answer from all targets."""
     chosen = targets(ctx)
@@ -131,7 +135,7 @@ async def fan_out(ctx: RequestContext) -> None:
     ok = [o for o in outcomes if o.error is None]
     missing = [o for o in outcomes if o.status == 404]
     failed = [o for o in outcomes if o.error is not None and o.status != 404]
-    headers = [*_names_header(chosen), *ctx.id_headers()]
+    headers = _headers(ctx, chosen)
     if failed:
         detail = "; ".join(f"{o.backend}: {o.error}" for o in failed)
         status = failed[0].status if failed[0].status >= 400 else 502
@@ -148,7 +152,7 @@ async def merged_progress(ctx: RequestContext) -> None:
     chosen = targets(ctx)
     queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]] = asyncio.Queue()
     tasks = [asyncio.create_task(_progress(ctx, b, queue)) for b in chosen]
-    headers = [*_names_header(chosen), *ctx.id_headers()]
+    headers = _headers(ctx, chosen)
     try:
         lines = _merge(queue, [b.name for b in chosen])
         if ctx.stream:
@@ -294,7 +298,7 @@ async def blob_exists(ctx: RequestContext) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*_names_header(chosen), *ctx.id_headers()],
+            "headers": _headers(ctx, chosen),
         }
     )
     await ctx.send({"type": "http.response.body", "body": b""})
@@ -338,9 +342,7 @@ async def blob_upload(ctx: RequestContext) -> None:
         raise CorralError(f"blob upload failed on {detail}", status=failed[0].status or 502)
     ctx.status = 201
     ctx.finished = True
-    await send_response(
-        ctx.send, 201, b"", JSON, headers=[*_names_header(chosen), *ctx.id_headers()]
-    )
+    await send_response(ctx.send, 201, b"", JSON, headers=_headers(ctx, chosen))
 
 
 async def _upload(ctx: RequestContext, b: BackendState, path: str) -> _Outcome:

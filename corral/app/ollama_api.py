@@ -25,17 +25,29 @@ from corral.app.fanout import (
     spool_blob,
 )
 from corral.app.gateway import Gateway
-from corral.app.pipeline import Pipeline, read_request_body
+from corral.app.pipeline import Pipeline, read_request_body, request_id
 from corral.app.relay import parse_ollama, relay
 from corral.core.types import BackendState
 
-__all__ = ["ollama_routes"]
+__all__ = ["fleet_headers", "ollama_routes"]
 
 _INFERENCE = ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show")
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(data), status, media_type="application/json")
+def _json(request: Request, data: Any, backends: list[BackendState]) -> Response:
+    return Response(
+        msgspec.json.encode(data),
+        media_type="application/json",
+        headers=fleet_headers(request, backends),
+    )
+
+
+def fleet_headers(request: Request, backends: list[BackendState]) -> dict[str, str]:
+    """Headers of an answer that speaks for several backends (or none)."""
+    return {
+        "X-Corral-Request-Id": request_id(request.scope),
+        "X-Corral-Backend": ",".join(b.name for b in backends) or "none",
+    }
 
 
 def ollama_routes(gw: Gateway) -> list[BaseRoute]:
@@ -79,26 +91,29 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
     )
 
     async def root(request: Request) -> Response:
-        return PlainTextResponse("Ollama is running")
+        return PlainTextResponse("Ollama is running", headers=fleet_headers(request, []))
 
     async def tags(request: Request) -> Response:
         """The fleet's models, one entry per model (from the last probe of each backend)."""
         merged: dict[str, dict[str, Any]] = {}
-        for b in gw.fleet.routable("ollama"):
+        backends = gw.fleet.routable("ollama")
+        for b in backends:
             for name, entry in gw.fleet.tag_entries.get(b.name, {}).items():
                 merged.setdefault(name, entry)
-        return _json({"models": list(merged.values())})
+        return _json(request, {"models": list(merged.values())}, backends)
 
     async def ps(request: Request) -> Response:
         """What is loaded where: every backend's /api/ps, each entry marked with its backend."""
-        found = await asyncio.gather(*(_ps_of(gw, b) for b in gw.fleet.routable("ollama")))
-        return _json({"models": [entry for entries in found for entry in entries]})
+        backends = gw.fleet.routable("ollama")
+        found = await asyncio.gather(*(_ps_of(gw, b) for b in backends))
+        return _json(request, {"models": [e for entries in found for e in entries]}, backends)
 
     async def version(request: Request) -> Response:
         """The lowest version in the fleet: what every backend can be relied on to do."""
-        versions = [b.version for b in gw.fleet.routable("ollama") if b.version]
+        backends = gw.fleet.routable("ollama")
+        versions = [b.version for b in backends if b.version]
         lowest = min(versions, key=_version_key) if versions else __version__
-        return _json({"version": lowest, "corral": __version__})
+        return _json(request, {"version": lowest, "corral": __version__}, backends)
 
     routes += [
         Route("/", root, methods=["GET", "HEAD"]),

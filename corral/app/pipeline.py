@@ -33,7 +33,7 @@ from corral.core.usage import UsageRecord
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
 
-__all__ = ["Pipeline", "RequestContext", "Stage", "read_request_body"]
+__all__ = ["Pipeline", "RequestContext", "Stage", "read_request_body", "request_id"]
 
 
 @dataclass(slots=True, eq=False)
@@ -67,10 +67,13 @@ class RequestContext:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
+        """X-Corral-Request-Id and X-Corral-Backend ("none" when nothing was routed)."""
         headers = [(b"x-corral-request-id", self.request_id.encode())]
         if self.decision is not None:
             headers.append((b"x-corral-backend", self.decision.backend.encode()))
             headers.append((b"x-corral-route-reason", self.decision.reason.encode()))
+        else:
+            headers.append((b"x-corral-backend", b"none"))
         return headers
 
 
@@ -99,7 +102,7 @@ class Pipeline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        rid = _request_id(scope)
+        rid = request_id(scope)
         ctx = RequestContext(
             gw, scope, receive, send, self.endpoint, self.dialect, rid, time.time()
         )
@@ -140,7 +143,8 @@ class Pipeline:
                 gw.record(_usage(ctx))
 
 
-def _request_id(scope: Scope) -> str:
+def request_id(scope: Scope) -> str:
+    """The client's X-Request-Id when it sent a sane one, else a fresh random id."""
     for name, value in scope["headers"]:
         if name == b"x-request-id" and 0 < len(value) <= 128:
             return str(value.decode("latin-1"))
