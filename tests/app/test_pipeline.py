@@ -1,0 +1,40 @@
+"""The request path of each endpoint, stage by stage (STYLE.md #4)."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from corral.app.factory import create_app
+from corral.app.pipeline import Pipeline
+from corral.config import load_settings
+
+
+def stage_lists() -> dict[tuple[str, str], tuple[str, ...]]:
+    app = create_app(load_settings(None, environ={}))
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for route in app.routes:
+        assert isinstance(route, Route)
+        if isinstance(route.endpoint, Pipeline):
+            for method in route.methods or ():
+                if method != "HEAD" or route.path.startswith("/api/blobs"):
+                    out[(method, route.path)] = route.endpoint.stage_names
+    return out
+
+
+def test_every_endpoint_shows_its_stages() -> None:
+    inference = ("read_request_body", "parse_ollama", "relay")
+    progress = ("read_request_body", "parse_manage", "merged_progress")
+    assert stage_lists() == {
+        ("POST", "/api/generate"): inference,
+        ("POST", "/api/chat"): inference,
+        ("POST", "/api/embed"): inference,
+        ("POST", "/api/embeddings"): inference,
+        ("POST", "/api/show"): inference,
+        ("POST", "/api/pull"): progress,
+        ("POST", "/api/push"): progress,
+        ("POST", "/api/create"): progress,
+        ("POST", "/api/copy"): ("read_request_body", "parse_manage", "fan_out"),
+        ("DELETE", "/api/delete"): ("read_request_body", "parse_manage", "fan_out"),
+        ("HEAD", "/api/blobs/{digest}"): ("read_request_body", "blob_exists"),
+        ("POST", "/api/blobs/{digest}"): ("spool_blob", "blob_upload"),
+    }
