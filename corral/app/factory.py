@@ -11,13 +11,16 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
+from corral.app.asgi import Receive, Scope, Send
 from corral.app.gateway import Gateway
 from corral.app.ollama_api import fleet_headers, ollama_routes
+from corral.app.pipeline import Pipeline
 from corral.config import Settings
 from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
 
-__all__ = ["create_app"]
+__all__ = ["HotPaths", "create_app"]
 
 
 def create_app(
@@ -26,7 +29,7 @@ def create_app(
     gateway: Gateway | None = None,
     on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
     on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
-) -> Starlette:
+) -> Starlette | HotPaths:
     gw = gateway or Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -68,11 +71,43 @@ def create_app(
                 max_age=settings.cors.max_age_s,
             )
         )
+    routes = ollama_routes(gw)
     app = Starlette(
-        routes=ollama_routes(gw),
+        routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    return app
+    if middleware:
+        return app  # CORS must see every request: no shortcut
+    return HotPaths(app, routes)
+
+
+class HotPaths:
+    """Sends the pipeline endpoints straight to their Pipeline, everything else to Starlette.
+
+    An exact (method, path) lookup replaces route matching and two middleware layers
+    that would otherwise wrap every ``send`` of every streamed chunk. Pipelines render
+    their own errors, so they need neither.
+    """
+
+    def __init__(self, app: Starlette, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.state = app.state
+        self.routes = app.routes
+        self._hot: dict[tuple[str, str], Pipeline] = {}
+        for route in routes:
+            if isinstance(route, Route) and isinstance(route.endpoint, Pipeline):
+                if "{" in route.path:
+                    continue
+                for method in route.methods or ():
+                    self._hot[(method, route.path)] = route.endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            pipeline = self._hot.get((scope["method"], scope["path"]))
+            if pipeline is not None:
+                await pipeline(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from corral.app.gateway import Gateway
 
 __all__ = ["Pipeline", "RequestContext", "Stage", "read_request_body", "request_id"]
+
+log = logging.getLogger("corral.pipeline")
 
 
 @dataclass(slots=True, eq=False)
@@ -129,6 +132,13 @@ class Pipeline:
                 await send_error(send, exc, self.dialect, ctx.id_headers())
         except ClientGone:
             ctx.client_gone = True
+        except Exception as exc:  # a bug: still answer in the client's dialect, and log it
+            log.exception("request %s to %s failed", rid, self.endpoint)
+            ctx.error = f"internal error: {type(exc).__name__}"
+            if not ctx.response_started:
+                ctx.status = 500
+                ctx.finished = True
+                await send_error(send, CorralError(ctx.error), self.dialect, ctx.id_headers())
         except asyncio.CancelledError:
             if not ctx.client_gone:
                 raise

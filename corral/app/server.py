@@ -39,6 +39,7 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # Corral is the edge; no X-Forwarded-* rewriting per request
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
