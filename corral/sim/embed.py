@@ -1,0 +1,156 @@
+"""Ollama's embedding endpoints: ``/api/embed`` and the legacy ``/api/embeddings``."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from aiohttp import web
+
+from corral.sim import text
+from corral.sim.catalogue import ModelSpec
+from corral.sim.faults import RUNNER_CRASH
+from corral.sim.model import Admission, Event, Kind, Request
+from corral.sim.node import RUNTIME, NodeRuntime
+from corral.sim.wire import (
+    BUSY_MESSAGE,
+    BadRequest,
+    decode_body,
+    error_response,
+    json_response,
+    not_found_message,
+    parse_keep_alive,
+    typed,
+)
+
+__all__ = ["embed", "embeddings"]
+
+
+class _Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _fault(rt: NodeRuntime) -> web.Response | None:
+    if rt.faults.busy:
+        rt.counters.errors["busy"] += 1
+        return error_response(503, BUSY_MESSAGE)
+    if rt.dice.roll(rt.faults.error_rate):
+        rt.counters.errors["error_rate"] += 1
+        return error_response(500, RUNNER_CRASH)
+    return None
+
+
+async def _run(rt: NodeRuntime, req: Request, model: str) -> Event:
+    """Submit and wait for DONE; a refusal is raised as a ready response."""
+    adm, inbox = rt.submit(req)
+    if adm is Admission.BUSY:
+        rt.counters.errors["busy"] += 1
+        raise _Refused(error_response(503, BUSY_MESSAGE))
+    if adm is Admission.NOT_FOUND or inbox is None:
+        rt.counters.errors["not_found"] += 1
+        raise _Refused(error_response(404, not_found_message(model)))
+    try:
+        return await inbox.done()
+    except asyncio.CancelledError:
+        rt.cancel(req.req_id)
+        rt.counters.cancelled += 1
+        raise
+
+
+def _prelude(rt: NodeRuntime, body: dict[str, Any], where: str) -> tuple[str, ModelSpec, Any]:
+    model = typed(body, "model", str, where) or ""
+    if not model:
+        raise BadRequest("model is required")
+    spec = rt.spec(model)
+    if spec is None:
+        rt.counters.errors["not_found"] += 1
+        raise _Refused(error_response(404, not_found_message(model)))
+    return model, spec, typed(body, "options", dict, where) or {}
+
+
+def _limit(rt: NodeRuntime, spec: ModelSpec, opts: dict[str, Any]) -> int:
+    num_ctx = opts.get("num_ctx")
+    want = num_ctx if isinstance(num_ctx, int) and num_ctx > 0 else rt.model.config.default_num_ctx
+    return min(want, spec.context_length)
+
+
+async def embed(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    rt.counters.requests += 1
+    body = decode_body(await request.read())
+    try:
+        model, spec, opts = _prelude(rt, body, "EmbedRequest")
+        raw = body.get("input")
+        if isinstance(raw, str):
+            inputs = [raw] if raw else []
+        elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+            inputs = list(raw)
+        elif raw is None:
+            inputs = []
+        else:
+            raise BadRequest("invalid input type")
+        truncate = body.get("truncate", True) is not False
+        dims = body.get("dimensions") or 0
+        if isinstance(dims, bool) or not isinstance(dims, int) or dims < 0:
+            raise BadRequest("dimensions must be a non-negative integer")
+        limit = _limit(rt, spec, opts)
+        counts = []
+        for item in inputs:
+            n = text.prompt_tokens(item)
+            if n > limit and not truncate:
+                raise BadRequest("the input length exceeds the context length")
+            counts.append(min(n, limit))
+        refused = _fault(rt)
+        if refused is not None:
+            return refused
+        kind = Kind.EMBED if inputs else Kind.LOAD
+        keep_alive = parse_keep_alive(body.get("keep_alive"))
+        req = Request(
+            rt.next_id(), spec.name, kind, sum(counts), 0, keep_alive, opts.get("num_ctx")
+        )
+        done = await _run(rt, req, model)
+    except _Refused as refusal:
+        return refusal.response
+    vectors = []
+    for item in inputs:
+        vec = text.embedding(spec.name, item, spec.embedding_length)
+        if 0 < dims < len(vec):
+            vec = _normalized(vec[:dims])
+        vectors.append(vec)
+    out: dict[str, Any] = {"model": model, "embeddings": vectors}
+    if inputs and done.metrics is not None:
+        out["total_duration"] = int(done.metrics.total_duration * 1e9)
+        out["load_duration"] = int(done.metrics.load_duration * 1e9)
+        out["prompt_eval_count"] = sum(counts)
+    rt.counters.completed += 1
+    return json_response(out)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    """The legacy endpoint: one prompt in, ``{"embedding": [...]}`` out."""
+    rt = request.app[RUNTIME]
+    rt.counters.requests += 1
+    body = decode_body(await request.read())
+    try:
+        model, spec, opts = _prelude(rt, body, "EmbeddingRequest")
+        prompt = typed(body, "prompt", str, "EmbeddingRequest") or ""
+        refused = _fault(rt)
+        if refused is not None:
+            return refused
+        count = min(text.prompt_tokens(prompt), _limit(rt, spec, opts))
+        kind = Kind.EMBED if prompt else Kind.LOAD
+        keep_alive = parse_keep_alive(body.get("keep_alive"))
+        req = Request(rt.next_id(), spec.name, kind, count, 0, keep_alive, opts.get("num_ctx"))
+        await _run(rt, req, model)
+    except _Refused as refusal:
+        return refusal.response
+    rt.counters.completed += 1
+    vec = text.embedding(spec.name, prompt, spec.embedding_length) if prompt else []
+    return json_response({"embedding": vec})
+
+
+def _normalized(vec: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]

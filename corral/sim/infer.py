@@ -1,0 +1,365 @@
+"""Ollama's text endpoints, ``/api/generate`` and ``/api/chat``, for a simulated node.
+
+Like Ollama, a stream's headers go out with its first chunk,
+so an error found before that (404, 503) is a real HTTP status, and one after it is an
+NDJSON ``{"error": ...}`` line under the 200 already sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from corral.sim import text
+from corral.sim.faults import RUNNER_CRASH
+from corral.sim.model import Admission, Event, EventKind, Kind, Request
+from corral.sim.node import RUNTIME, NodeRuntime
+from corral.sim.wire import (
+    BUSY_MESSAGE,
+    BadRequest,
+    decode_body,
+    encode,
+    error_response,
+    json_response,
+    not_found_message,
+    parse_keep_alive,
+    typed,
+    utc_now,
+)
+
+__all__ = ["chat", "generate"]
+
+
+@dataclass
+class _Call:
+    """One parsed inference request and the answer prepared for it."""
+
+    endpoint: str  # "generate" | "chat"
+    model: str  # as the client wrote it (Ollama echoes it back)
+    stream: bool
+    req: Request
+    pieces: list[str] = field(default_factory=list)
+    n_think: int = 0  # the first n_think pieces are thinking
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    context_len: int = 0
+
+
+class _Stop(Exception):
+    """A fault ended the response early."""
+
+
+def _options(body: dict[str, Any], where: str) -> tuple[dict[str, Any], int | None, int | None]:
+    opts = typed(body, "options", dict, where) or {}
+    num_ctx = opts.get("num_ctx")
+    num_predict = opts.get("num_predict")
+    for key, value in (("num_ctx", num_ctx), ("num_predict", num_predict)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise BadRequest(f"option {key!r} must be of type integer")
+    return opts, num_ctx, num_predict
+
+
+def _check_faults(rt: NodeRuntime) -> web.Response | None:
+    if rt.faults.busy:
+        rt.counters.errors["busy"] += 1
+        return error_response(503, BUSY_MESSAGE)
+    if rt.dice.roll(rt.faults.error_rate):
+        rt.counters.errors["error_rate"] += 1
+        return error_response(500, RUNNER_CRASH)
+    return None
+
+
+async def _infer(request: web.Request, endpoint: str) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    rt.counters.requests += 1
+    where = "GenerateRequest" if endpoint == "generate" else "ChatRequest"
+    body = decode_body(await request.read())
+    model = typed(body, "model", str, where) or ""
+    if not model:
+        raise BadRequest("model is required")
+    stream = typed(body, "stream", bool, where)
+    stream = True if stream is None else stream
+    keep_alive = parse_keep_alive(body.get("keep_alive"))
+    opts, num_ctx, num_predict = _options(body, where)
+    spec = rt.spec(model)
+    if spec is None:
+        rt.counters.errors["not_found"] += 1
+        return error_response(404, not_found_message(model))
+    if spec.embedding:
+        raise BadRequest(f'"{model}" does not support {endpoint}')
+    think = body.get("think")
+    thinking = "thinking" in spec.capabilities and think is not False
+    if think not in (None, False) and "thinking" not in spec.capabilities:
+        raise BadRequest(f'"{model}" does not support thinking')
+    if endpoint == "generate":
+        prompt = typed(body, "prompt", str, where) or ""
+        system = typed(body, "system", str, where) or ""
+        empty = not prompt
+        raw = bool(body.get("raw"))
+        prior = typed(body, "context", list, where) or []
+        n_prompt = text.prompt_tokens(system) + text.prompt_tokens(prompt) + len(prior)
+        n_prompt += 0 if raw else 4
+        seed_text = system + "\n" + prompt
+        tools: list[Any] = []
+        messages: list[Any] = []
+    else:
+        messages = typed(body, "messages", list, where) or []
+        if not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("json: cannot unmarshal into Go struct field ChatRequest.messages")
+        empty = not messages
+        seed_text, n_prompt = text.chat_prompt(messages)
+        tools = typed(body, "tools", list, where) or []
+    images = sum(len(m.get("images") or []) for m in messages) + len(body.get("images") or [])
+    n_prompt += 256 * images
+    fault = _check_faults(rt)
+    if fault is not None:
+        return fault
+    if empty:
+        return await _load_or_unload(rt, endpoint, model, keep_alive, num_ctx)
+
+    seed = opts.get("seed")
+    call = _Call(endpoint, model, stream, Request(rt.next_id(), spec.name))
+    reason = "stop"
+    tool = text.tool_call(tools, messages, seed) if tools else None
+    if tool is not None:
+        tool["function"]["index"] = 0
+        call.tool_calls = [tool]
+        n_out = text.prompt_tokens(encode(tool).decode()) + 1
+    else:
+        if thinking:
+            call.pieces, _ = text.output_tokens(spec.name, "think\n" + seed_text, seed, 12)
+            call.n_think = len(call.pieces)
+        limit = num_predict if num_predict is not None and num_predict >= 0 else None
+        length = text.output_length(spec.name, seed_text, seed, limit)
+        fmt = body.get("format")
+        answer, cut = text.output_tokens(spec.name, seed_text, seed, length, fmt)
+        if fmt and limit is None:
+            answer, cut = text.output_tokens(spec.name, seed_text, seed, 1 << 30, fmt)
+        call.pieces += answer
+        n_out = len(call.pieces)
+        if cut or (limit is not None and not fmt):
+            reason = "length"
+    call.context_len = n_prompt + n_out
+    call.req = Request(
+        req_id=call.req.req_id,
+        model=spec.name,
+        kind=Kind.GENERATE if endpoint == "generate" else Kind.CHAT,
+        prompt_tokens=n_prompt,
+        output_tokens=n_out,
+        keep_alive=keep_alive,
+        num_ctx=num_ctx,
+        done_reason=reason,
+    )
+    return await _serve(request, rt, call)
+
+
+async def _load_or_unload(
+    rt: NodeRuntime, endpoint: str, model: str, keep_alive: float | None, num_ctx: int | None
+) -> web.Response:
+    """Empty prompt: load the model (or, with keep_alive 0, unload it). Never streamed."""
+    kind = Kind.UNLOAD if keep_alive == 0 else Kind.LOAD
+    req = Request(rt.next_id(), model, kind, 0, 0, keep_alive, num_ctx)
+    adm, inbox = rt.submit(req)
+    if adm is Admission.BUSY:
+        rt.counters.errors["busy"] += 1
+        return error_response(503, BUSY_MESSAGE)
+    if adm is Admission.NOT_FOUND or inbox is None:
+        return error_response(404, not_found_message(model))
+    try:
+        await inbox.done()
+    except asyncio.CancelledError:
+        rt.cancel(req.req_id)
+        rt.counters.cancelled += 1
+        raise
+    rt.counters.completed += 1
+    out: dict[str, Any] = {"model": model, "created_at": utc_now()}
+    if endpoint == "chat":
+        out["message"] = {"role": "assistant", "content": ""}
+    else:
+        out["response"] = ""
+    out.update(done=True, done_reason=kind.value)
+    return json_response(out)
+
+
+def _piece_chunk(call: _Call, i: int, ts: str) -> dict[str, Any]:
+    piece = call.pieces[i]
+    thinking = i < call.n_think
+    if call.endpoint == "chat":
+        msg: dict[str, Any] = {"role": "assistant", "content": "" if thinking else piece}
+        if thinking:
+            msg["thinking"] = piece
+        return {"model": call.model, "created_at": ts, "message": msg, "done": False}
+    out: dict[str, Any] = {
+        "model": call.model,
+        "created_at": ts,
+        "response": "" if thinking else piece,
+    }
+    if thinking:
+        out["thinking"] = piece
+    out["done"] = False
+    return out
+
+
+def _final(call: _Call, ev: Event, ts: str, whole: bool) -> dict[str, Any]:
+    """The done chunk (or, when ``whole``, the single non-streamed answer)."""
+    thinking = "".join(call.pieces[: call.n_think]) if whole else ""
+    content = "".join(call.pieces[call.n_think :]) if whole else ""
+    out: dict[str, Any] = {"model": call.model, "created_at": ts}
+    if call.endpoint == "chat":
+        msg: dict[str, Any] = {"role": "assistant", "content": content}
+        if thinking:
+            msg["thinking"] = thinking
+        if whole and call.tool_calls:
+            msg["tool_calls"] = call.tool_calls
+        out["message"] = msg
+    else:
+        out["response"] = content
+        if thinking:
+            out["thinking"] = thinking
+    out["done"] = True
+    out["done_reason"] = ev.done_reason
+    if call.endpoint == "generate":
+        base = hash(call.req.req_id) * 7919
+        out["context"] = [(base + i * 2654435761) % 128000 for i in range(call.context_len)]
+    m = ev.metrics
+    if m is not None:
+        out["total_duration"] = int(m.total_duration * 1e9)
+        out["load_duration"] = int(m.load_duration * 1e9)
+        out["prompt_eval_count"] = m.prompt_eval_count
+        out["prompt_eval_duration"] = int(m.prompt_eval_duration * 1e9)
+        out["eval_count"] = m.eval_count
+        out["eval_duration"] = int(m.eval_duration * 1e9)
+    return out
+
+
+class _Writer:
+    """Writes NDJSON lines, preparing the response on the first, and plays the
+    mid-stream faults drawn for this request."""
+
+    def __init__(self, request: web.Request, rt: NodeRuntime) -> None:
+        self.request = request
+        self.rt = rt
+        self.resp: web.StreamResponse | None = None
+        self.count = 0
+        f, dice = rt.faults, rt.dice
+        self.after = f.after_chunks
+        self.fault = (
+            "drop_mid_stream"
+            if dice.roll(f.drop_mid_stream)
+            else "error_mid_stream"
+            if dice.roll(f.error_mid_stream)
+            else "malformed_json"
+            if dice.roll(f.malformed_json)
+            else None
+        )
+
+    async def put(self, lines: list[bytes], final: bool = False) -> None:
+        out: list[bytes] = []
+        for i, line in enumerate(lines):
+            last = final and i == len(lines) - 1
+            if self.fault is not None and (self.count >= self.after or last):
+                kind, self.fault = self.fault, None
+                self.rt.counters.errors[kind] += 1
+                if kind == "malformed_json":
+                    line = line[: len(line) // 2] + b"\n"
+                else:
+                    if kind == "error_mid_stream":
+                        out.append(encode({"error": RUNNER_CRASH}) + b"\n")
+                    await self._write(out)
+                    if kind == "error_mid_stream" and self.resp is not None:
+                        await self.resp.write_eof()
+                    else:
+                        _cut(self.request)
+                    raise _Stop(kind)
+            out.append(line)
+            self.count += 1
+        await self._write(out)
+
+    async def _write(self, out: list[bytes]) -> None:
+        if self.resp is None:
+            self.resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await self.resp.prepare(self.request)
+        if out:
+            await self.resp.write(b"".join(out))
+
+
+def _cut(request: web.Request) -> None:
+    """Close the connection abruptly, mid-response."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def _serve(request: web.Request, rt: NodeRuntime, call: _Call) -> web.StreamResponse:
+    adm, inbox = rt.submit(call.req)
+    if adm is Admission.BUSY:
+        rt.counters.errors["busy"] += 1
+        return error_response(503, BUSY_MESSAGE)
+    if adm is Admission.NOT_FOUND or inbox is None:
+        rt.counters.errors["not_found"] += 1
+        return error_response(404, not_found_message(call.model))
+    writer = _Writer(request, rt)
+    finished = False
+    try:
+        if not call.stream:
+            done = await inbox.done()
+            finished = True
+            body = encode(_final(call, done, utc_now(), whole=True))
+            if writer.fault is not None:
+                kind = writer.fault
+                rt.counters.errors[kind] += 1
+                if kind == "malformed_json":
+                    body = body[: len(body) // 2]
+                elif kind == "error_mid_stream":
+                    return error_response(500, RUNNER_CRASH)
+                else:
+                    _cut(request)
+                    raise _Stop(kind)
+            rt.counters.completed += 1
+            return json_response(body)
+        sent = 0
+        while True:
+            events = await inbox.get()
+            ts = utc_now()
+            done_ev = next((e for e in events if e.kind is EventKind.DONE), None)
+            upto = len(call.pieces) if done_ev else max(e.tokens for e in events)
+            upto = min(upto, len(call.pieces))
+            lines = [encode(_piece_chunk(call, i, ts)) + b"\n" for i in range(sent, upto)]
+            sent = upto
+            if done_ev is None:
+                await writer.put(lines)
+                continue
+            if call.tool_calls:
+                msg = {"role": "assistant", "content": "", "tool_calls": call.tool_calls}
+                tool_chunk = {"model": call.model, "created_at": ts, "message": msg, "done": False}
+                lines.append(encode(tool_chunk) + b"\n")
+            lines.append(encode(_final(call, done_ev, ts, whole=False)) + b"\n")
+            finished = True
+            await writer.put(lines, final=True)
+            assert writer.resp is not None
+            await writer.resp.write_eof()
+            rt.counters.completed += 1
+            return writer.resp
+    except ConnectionError:
+        # The client left while we wrote: same as a disconnect.
+        raise asyncio.CancelledError() from None
+    except _Stop:
+        # The fault ended it; the model must not keep generating for a gone client.
+        finished = True
+        rt.cancel(call.req.req_id)
+        if writer.resp is not None:
+            return writer.resp
+        raise asyncio.CancelledError() from None
+    finally:
+        if not finished:
+            rt.cancel(call.req.req_id)
+            rt.counters.cancelled += 1
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    return await _infer(request, "generate")
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _infer(request, "chat")
