@@ -117,7 +117,17 @@ def litellm_target(args: argparse.Namespace) -> Target:
 def run_wrk(
     url: str, script: Path, conns: int, secs: float, env: dict[str, str], cpus: str | None
 ) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{secs:g}s", "--timeout", "10s", "-s", str(script), url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(secs))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(
         pin(cmd, cpus),
         capture_output=True,
@@ -175,6 +185,7 @@ class Bench:
         self.gw_cpus = None if args.no_pin else args.gateway_cpus
         self.load_cpus = None if args.no_pin else args.load_cpus
         self.script = WRK / SCRIPTS[(target.api, args.endpoint)]
+        self.logs = Path(tempfile.mkdtemp(prefix="corral-bench-logs-"))
 
     def wrk(
         self, url: str, conns: int, secs: float, stream: bool, rate: float = 0
@@ -192,7 +203,7 @@ class Bench:
                 LITELLM_CONFIG.format(backend=backend_url, key=LITELLM_KEY)
             )
         argv = [a.format(port=port, backend=backend_url) for a in t.argv]
-        log = t.cwd / f"target-{label}.log"
+        log = self.logs / f"{t.name}-{label}.log"
         print(f"  starting: {shlex.join(pin(argv, self.gw_cpus))}", flush=True)
         proc = self.children.start(
             pin(argv, self.gw_cpus), log=log, cwd=t.cwd, env={**os.environ, **t.env}
@@ -429,8 +440,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--endpoint", choices=["chat", "generate"], default="chat")
     ap.add_argument("--litellm-bin", help="path to the litellm executable")
     ap.add_argument("--modes", default="nonstream,stream", help="nonstream,stream")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per side")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per side")
     ap.add_argument("--repeat", type=int, default=2, help="runs per configuration (median)")
     ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1 repeat")
     ap.add_argument("--connections", type=int, default=64)
@@ -444,7 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="JSON result path (default bench/results/...)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
+        args.duration, args.warmup = 3, 1
         if "--repeat" not in (argv if argv is not None else sys.argv):
             args.repeat = 1
     args.modes = [m for m in args.modes.split(",") if m]
