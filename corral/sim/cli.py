@@ -1,0 +1,207 @@
+"""``corral sim``: run simulated Ollama nodes on local ports.
+
+:func:`sim` is a plain function whose parameters carry Typer options, so the gateway's
+CLI can register it as a command (``app.command("sim")(sim)``);
+``python -m corral.sim`` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+from corral.sim.catalogue import Catalogue
+from corral.sim.faults import Faults
+from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
+from corral.sim.model import NodeConfig
+from corral.sim.wire import BadRequest, parse_keep_alive
+
+__all__ = ["build_specs", "parse_cli_keep_alive", "serve", "sim"]
+
+
+def parse_cli_keep_alive(text: str) -> float:
+    """Like OLLAMA_KEEP_ALIVE: plain numbers are seconds, else a Go duration; <0 = forever."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            value = parse_keep_alive(text)
+        except BadRequest as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return 300.0 if value is None else value
+    return math.inf if seconds < 0 else seconds
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def build_specs(
+    *,
+    port: int = 11500,
+    host: str = "127.0.0.1",
+    models: str = "llama3.2:1b,qwen2.5:7b",
+    nodes: int = 1,
+    catalogue: Path | None = None,
+    zero_delay: bool = False,
+    speed: float = 1.0,
+    seed: int = 0,
+    num_parallel: int = 1,
+    max_loaded_models: int = 3,
+    vram_gb: float = 24.0,
+    max_queue: int = 512,
+    keep_alive: str = "5m",
+    loaded: str = "",
+    faults: Faults | None = None,
+) -> list[NodeSpec]:
+    """The node specs the command line describes (N nodes on consecutive ports)."""
+    if nodes < 1:
+        raise typer.BadParameter("--nodes must be at least 1")
+    cat = Catalogue.load(catalogue)
+    specs = []
+    for i in range(nodes):
+        config = NodeConfig(
+            num_parallel=num_parallel,
+            max_loaded_models=max_loaded_models,
+            vram_bytes=int(vram_gb * 1024**3),
+            max_queue=max_queue,
+            keep_alive=parse_cli_keep_alive(keep_alive),
+            speed=speed,
+            zero_delay=zero_delay,
+            # Live streaming wants per-token events; zero-delay answers all at once.
+            token_chunk=0 if zero_delay else 1,
+            seed=seed + i,
+        )
+        specs.append(
+            NodeSpec(
+                port=port + i if port else 0,
+                host=host,
+                models=tuple(_names(models)),
+                loaded=tuple(_names(loaded)),
+                config=config,
+                faults=faults or Faults(),
+                catalogue=cat,
+                name=f"node{i}",
+            )
+        )
+    return specs
+
+
+def _describe(node: SimNode) -> str:
+    present = ",".join(s.name for s in node.model.present()) or "-"
+    loaded = ",".join(r.model for r in node.model.runners(node.runtime.now())) or "-"
+    return f"corral sim: {node.name} {node.url} models={present} loaded={loaded}"
+
+
+async def serve(specs: Sequence[NodeSpec], stop: asyncio.Event | None = None) -> None:
+    """Run the nodes until ``stop`` is set (or SIGINT/SIGTERM)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    nodes = await start_nodes(specs)
+    try:
+        for node in nodes:
+            print(_describe(node), flush=True)
+        await stop.wait()
+    finally:
+        await stop_nodes(nodes)
+
+
+def sim(
+    port: int = typer.Option(
+        11500, "--port", help="Port of the first node; more nodes take the next ones. 0 = any."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    models: str = typer.Option(
+        "llama3.2:1b,qwen2.5:7b",
+        "--models",
+        help="Models present on each node, comma-separated. Any name works: sizes are "
+        "guessed from the tag (:7b, -13b) when the catalogue does not know it.",
+    ),
+    nodes: int = typer.Option(1, "--nodes", help="How many nodes to run (consecutive ports)."),
+    catalogue: Path | None = typer.Option(  # noqa: B008 -- Typer reads its options here
+        None, "--catalogue", help="YAML file of model specs laid over the built-in catalogue."
+    ),
+    zero_delay: bool = typer.Option(
+        False, "--zero-delay", help="Every load and token takes no time (benchmarks)."
+    ),
+    speed: float = typer.Option(
+        1.0, "--speed", help="Run loads and generation this many times faster than real."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of rates jitter and faults (node i: +i)."),
+    num_parallel: int = typer.Option(
+        1, "--num-parallel", help="Requests served at once per loaded model (OLLAMA_NUM_PARALLEL)."
+    ),
+    max_loaded_models: int = typer.Option(
+        3, "--max-loaded-models", help="Models resident at once (OLLAMA_MAX_LOADED_MODELS)."
+    ),
+    vram_gb: float = typer.Option(24.0, "--vram-gb", help="VRAM budget of each node, GiB."),
+    max_queue: int = typer.Option(
+        512, "--max-queue", help="Requests that may wait for a model load (OLLAMA_MAX_QUEUE)."
+    ),
+    keep_alive: str = typer.Option(
+        "5m", "--keep-alive", help="Default keep-alive: 5m, 1h, seconds; negative = forever."
+    ),
+    loaded: str = typer.Option(
+        "", "--loaded", help="Models resident from the start, comma-separated."
+    ),
+    error_rate: float = typer.Option(
+        0.0, "--error-rate", help="Fraction of inference requests answered 500."
+    ),
+    error_mid_stream: float = typer.Option(
+        0.0, "--error-mid-stream", help="Fraction of answers ending in an NDJSON error line."
+    ),
+    hang: bool = typer.Option(False, "--hang", help="Accept every request and never answer it."),
+    slow: float = typer.Option(1.0, "--slow", help="Multiplier on load and token durations."),
+    drop_mid_stream: float = typer.Option(
+        0.0, "--drop-mid-stream", help="Fraction of answers whose connection is cut midway."
+    ),
+    malformed_json: float = typer.Option(
+        0.0, "--malformed-json", help="Fraction of answers with one broken JSON chunk."
+    ),
+    busy: bool = typer.Option(
+        False, "--busy", help='Answer every inference request 503 "server busy".'
+    ),
+) -> None:
+    """Run simulated Ollama nodes (scheduling, loads, keep-alive, faults) on local ports."""
+    try:
+        faults = Faults().updated(
+            {
+                "error_rate": error_rate,
+                "error_mid_stream": error_mid_stream,
+                "hang": hang,
+                "slow": slow,
+                "drop_mid_stream": drop_mid_stream,
+                "malformed_json": malformed_json,
+                "busy": busy,
+            }
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    specs = build_specs(
+        port=port,
+        host=host,
+        models=models,
+        nodes=nodes,
+        catalogue=catalogue,
+        zero_delay=zero_delay,
+        speed=speed,
+        seed=seed,
+        num_parallel=num_parallel,
+        max_loaded_models=max_loaded_models,
+        vram_gb=vram_gb,
+        max_queue=max_queue,
+        keep_alive=keep_alive,
+        loaded=loaded,
+        faults=faults,
+    )
+    asyncio.run(serve(specs))
