@@ -10,7 +10,6 @@ from aiohttp import web
 
 from corral.sim import text
 from corral.sim.catalogue import ModelSpec
-from corral.sim.faults import RUNNER_CRASH
 from corral.sim.model import Admission, Event, Kind, Request
 from corral.sim.node import RUNTIME, NodeRuntime
 from corral.sim.wire import (
@@ -30,16 +29,6 @@ __all__ = ["embed", "embeddings"]
 class _Refused(Exception):
     def __init__(self, response: web.Response) -> None:
         self.response = response
-
-
-def _fault(rt: NodeRuntime) -> web.Response | None:
-    if rt.faults.busy:
-        rt.counters.errors["busy"] += 1
-        return error_response(503, BUSY_MESSAGE)
-    if rt.dice.roll(rt.faults.error_rate):
-        rt.counters.errors["error_rate"] += 1
-        return error_response(500, RUNNER_CRASH)
-    return None
 
 
 async def _run(rt: NodeRuntime, req: Request, model: str) -> Event:
@@ -102,17 +91,17 @@ async def embed(request: web.Request) -> web.StreamResponse:
             if n > limit and not truncate:
                 raise BadRequest("the input length exceeds the context length")
             counts.append(min(n, limit))
-        refused = _fault(rt)
-        if refused is not None:
-            return refused
+        refusal = rt.refusal()
+        if refusal is not None:
+            return error_response(*refusal)
         kind = Kind.EMBED if inputs else Kind.LOAD
         keep_alive = parse_keep_alive(body.get("keep_alive"))
         req = Request(
             rt.next_id(), spec.name, kind, sum(counts), 0, keep_alive, opts.get("num_ctx")
         )
         done = await _run(rt, req, model)
-    except _Refused as refusal:
-        return refusal.response
+    except _Refused as refused:
+        return refused.response
     vectors = []
     for item in inputs:
         vec = text.embedding(spec.name, item, spec.embedding_length)
@@ -136,16 +125,16 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     try:
         model, spec, opts = _prelude(rt, body, "EmbeddingRequest")
         prompt = typed(body, "prompt", str, "EmbeddingRequest") or ""
-        refused = _fault(rt)
-        if refused is not None:
-            return refused
+        refusal = rt.refusal()
+        if refusal is not None:
+            return error_response(*refusal)
         count = min(text.prompt_tokens(prompt), _limit(rt, spec, opts))
         kind = Kind.EMBED if prompt else Kind.LOAD
         keep_alive = parse_keep_alive(body.get("keep_alive"))
         req = Request(rt.next_id(), spec.name, kind, count, 0, keep_alive, opts.get("num_ctx"))
         await _run(rt, req, model)
-    except _Refused as refusal:
-        return refusal.response
+    except _Refused as refused:
+        return refused.response
     rt.counters.completed += 1
     vec = text.embedding(spec.name, prompt, spec.embedding_length) if prompt else []
     return json_response({"embedding": vec})

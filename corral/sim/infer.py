@@ -61,16 +61,6 @@ def _options(body: dict[str, Any], where: str) -> tuple[dict[str, Any], int | No
     return opts, num_ctx, num_predict
 
 
-def _check_faults(rt: NodeRuntime) -> web.Response | None:
-    if rt.faults.busy:
-        rt.counters.errors["busy"] += 1
-        return error_response(503, BUSY_MESSAGE)
-    if rt.dice.roll(rt.faults.error_rate):
-        rt.counters.errors["error_rate"] += 1
-        return error_response(500, RUNNER_CRASH)
-    return None
-
-
 async def _infer(request: web.Request, endpoint: str) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     rt.counters.requests += 1
@@ -113,9 +103,9 @@ async def _infer(request: web.Request, endpoint: str) -> web.StreamResponse:
         tools = typed(body, "tools", list, where) or []
     images = sum(len(m.get("images") or []) for m in messages) + len(body.get("images") or [])
     n_prompt += 256 * images
-    fault = _check_faults(rt)
-    if fault is not None:
-        return fault
+    refusal = rt.refusal()
+    if refusal is not None:
+        return error_response(*refusal)
     if empty:
         return await _load_or_unload(rt, endpoint, model, keep_alive, num_ctx)
 
@@ -221,7 +211,7 @@ def _final(call: _Call, ev: Event, ts: str, whole: bool) -> dict[str, Any]:
     out["done"] = True
     out["done_reason"] = ev.done_reason
     if call.endpoint == "generate":
-        base = hash(call.req.req_id) * 7919
+        base = len(call.pieces) * 7919 + call.context_len
         out["context"] = [(base + i * 2654435761) % 128000 for i in range(call.context_len)]
     m = ev.metrics
     if m is not None:

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from corral.sim.catalogue import Catalogue, ModelSpec, normalize_name
-from corral.sim.faults import FaultDice, Faults
+from corral.sim.faults import RUNNER_CRASH, FaultDice, Faults
 from corral.sim.model import (
     Admission,
     Event,
@@ -29,6 +29,7 @@ from corral.sim.model import (
     ReqId,
     Request,
 )
+from corral.sim.wire import BUSY_MESSAGE
 
 __all__ = ["RUNTIME", "Counters", "Inbox", "ModelMeta", "NodeRuntime"]
 
@@ -204,6 +205,16 @@ class NodeRuntime:
         self._kick()
 
     # -------------------------------------------------------------- faults
+    def refusal(self) -> tuple[int, str] | None:
+        """(status, message) when a fault turns an inference request away before any work."""
+        if self.faults.busy:
+            self.counters.errors["busy"] += 1
+            return 503, BUSY_MESSAGE
+        if self.dice.roll(self.faults.error_rate):
+            self.counters.errors["error_rate"] += 1
+            return 500, RUNNER_CRASH
+        return None
+
     def set_faults(self, faults: Faults) -> None:
         if faults.slow != self.faults.slow:
             self.model.set_slowdown(faults.slow, self.now())

@@ -3,7 +3,7 @@
 Routes: the inference endpoints (:mod:`corral.sim.infer`, :mod:`corral.sim.embed`),
 model management (:mod:`corral.sim.manage`) and the ``/_sim`` control endpoint
 (:mod:`corral.sim.control`). One middleware turns :class:`BadRequest` into Ollama's
-400 and plays the ``hang`` fault, which swallows every request but ``/_sim``.
+400, unknown routes into gin's 404, and plays the ``hang`` fault, which swallows every request but ``/_sim``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ async def _ollama_errors(request: web.Request, handler: _Handler) -> web.StreamR
     except BadRequest as exc:
         rt.counters.errors["bad_request"] += 1
         return error_response(400, str(exc))
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        # Gin's answer for an unknown route or method, which Ollama leaves as is.
+        return web.Response(status=404, text="404 page not found")
 
 
 def make_app(runtime: NodeRuntime) -> web.Application:

@@ -87,17 +87,16 @@ def output_tokens(
         pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
         return pieces[:n], n < len(pieces)
     words = rng.choices(_WORDS, k=n)
-    out: list[str] = []
-    sentence = 0
-    for i, word in enumerate(words):
-        if sentence == 0:
-            word = word.capitalize()
-        sentence += 1
-        end = sentence >= 6 and (rng.random() < 0.2 or sentence >= 14)
-        if end or i == n - 1:
-            word += "."
-            sentence = 0
-        out.append(word if i == 0 else " " + word)
+    # Sentences of 6-14 words: one draw per sentence keeps this cheap on the hot path.
+    start = 0
+    while start < n:
+        end = min(start + rng.randint(6, 14), n)
+        words[start] = words[start].capitalize()
+        words[end - 1] += "."
+        start = end
+    out = [" " + w for w in words]
+    if out:
+        out[0] = words[0]
     return out, False
 
 

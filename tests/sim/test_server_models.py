@@ -21,10 +21,12 @@ async def test_root_and_version(sim: SimNode) -> None:
         head = await http.head("/")
         version = await http.get("/api/version")
         ps_head = await http.head("/api/ps")
+        unknown = await http.get("/api/nothing")
     assert get.status_code == 200 and get.text == "Ollama is running"
     assert head.status_code == 200
     assert version.json() == {"version": OLLAMA_VERSION}
-    assert ps_head.status_code == 405  # /api/ps is GET only
+    assert ps_head.status_code == 404  # /api/ps is GET only; gin answers 404
+    assert unknown.status_code == 404 and unknown.text == "404 page not found"
 
 
 async def test_tags_lists_present_models_with_details(sim: SimNode) -> None:
