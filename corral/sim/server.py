@@ -3,7 +3,8 @@
 Routes: the inference endpoints (:mod:`corral.sim.infer`, :mod:`corral.sim.embed`),
 model management (:mod:`corral.sim.manage`) and the ``/_sim`` control endpoint
 (:mod:`corral.sim.control`). One middleware turns :class:`BadRequest` into Ollama's
-400, unknown routes into gin's 404, and plays the ``hang`` fault, which swallows every request but ``/_sim``.
+400, unknown routes into gin's 404, and plays the ``hang`` fault, which swallows
+every request but ``/_sim``.
 """
 
 from __future__ import annotations
