@@ -37,7 +37,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from corral.sim.catalogue import ModelSpec, normalize_name
 from corral.sim.model_types import (
@@ -80,6 +80,7 @@ _EPS_TOK = 1e-4  # tokens: float drift tolerance of the fluid progress model
 @dataclass(eq=False, slots=True)
 class _Job:
     req: Request
+    spec: ModelSpec  # taken at submit: a later `ollama rm` does not strand the job
     submitted: float
     cancelled: bool = False
     runner: _Runner | None = None
@@ -214,7 +215,7 @@ class NodeModel:
             self.stats.not_found += 1
             return Admission.NOT_FOUND
         if name != req.model:
-            req = _with_model(req, name)
+            req = replace(req, model=name)
         if req.kind is Kind.UNLOAD:
             self._unload_request(name, now)
             self._emit(
@@ -227,7 +228,7 @@ class NodeModel:
             )
             self.stats.completed += 1
             return Admission.DONE
-        job = _Job(req=req, submitted=now)
+        job = _Job(req=req, spec=self._present[name], submitted=now)
         runner = self._runners.get(name)
         if runner is not None and not self._needs_reload(runner, req):
             self._jobs[req.req_id] = job
@@ -412,7 +413,7 @@ class NodeModel:
         resident = list(self._runners.values()) + self._unloading
         if c.max_loaded_models > 0 and len(resident) >= c.max_loaded_models:
             return False
-        need = self._runner_bytes(self._present[job.req.model], self._num_ctx(job.req))
+        need = self._runner_bytes(job.spec, self._num_ctx(job.spec, job.req))
         return sum(r.size for r in resident) + need <= c.vram_bytes
 
     def _pick_victim(self) -> _Runner | None:
@@ -424,21 +425,20 @@ class NodeModel:
                 return r
         return ready[0] if ready else None
 
-    def _num_ctx(self, req: Request) -> int:
-        spec = self._present[req.model]
+    def _num_ctx(self, spec: ModelSpec, req: Request) -> int:
         want = req.num_ctx if req.num_ctx and req.num_ctx > 0 else self.config.default_num_ctx
         return max(4, min(want, spec.context_length))
 
     def _needs_reload(self, r: _Runner, req: Request) -> bool:
         # Ollama compares all runner options; num_ctx is the one clients change.
-        return r.num_ctx != self._num_ctx(req)
+        return r.num_ctx != self._num_ctx(r.spec, req)
 
     def _runner_bytes(self, spec: ModelSpec, num_ctx: int) -> int:
         slots = 1 if spec.embedding else max(1, self.config.num_parallel)
         return spec.vram_bytes + spec.kv_bytes_per_token * num_ctx * slots
 
     def _new_runner(self, spec: ModelSpec, req: Request, now: float) -> _Runner:
-        num_ctx = self._num_ctx(req)
+        num_ctx = self._num_ctx(spec, req)
         size = self._runner_bytes(spec, num_ctx)
         session = self.config.keep_alive if req.keep_alive is None else req.keep_alive
         slots = 1 if spec.embedding else max(1, self.config.num_parallel)
@@ -453,7 +453,7 @@ class NodeModel:
         )
 
     def _start_load(self, job: _Job, now: float) -> None:
-        spec = self._present[job.req.model]
+        spec = job.spec
         r = self._new_runner(spec, job.req, now)
         base = self.config.load_base_s + spec.size_bytes / self.config.load_bytes_per_s
         r.ready_at = now + base * self._jitter() * self._scale
@@ -689,17 +689,3 @@ class NodeModel:
         if r.state == "loading":
             return Admission.LOADING
         return Admission.RUNNING if job in r.active else Admission.QUEUED
-
-
-def _with_model(req: Request, name: str) -> Request:
-    return Request(
-        req.req_id,
-        name,
-        req.kind,
-        req.prompt_tokens,
-        req.output_tokens,
-        req.keep_alive,
-        req.num_ctx,
-        req.done_reason,
-        req.prefix_hashes,
-    )
