@@ -353,3 +353,22 @@ def _trace(seed: int) -> list[tuple[float, str, object]]:
 def test_same_seed_same_events_and_another_seed_differs() -> None:
     assert _trace(7) == _trace(7)
     assert _trace(7) != _trace(8)
+
+
+def test_num_ctx_is_capped_at_the_models_context_length() -> None:
+    n = node(models=["nomic-embed-text"])
+    n.submit(Request(1, "nomic-embed-text", Kind.EMBED, prompt_tokens=9000, num_ctx=32768), 0.0)
+    events = run(n, until=50.0)
+    assert n.runners(50.0)[0].num_ctx == 2048
+    m = done(events, 1).metrics
+    assert m is not None and m.prompt_eval_count == 2048 and m.eval_count == 0
+
+
+def test_requests_arriving_during_a_load_join_it_without_a_second_load() -> None:
+    n = node(replace(EXACT, num_parallel=2))
+    for i in range(5):
+        n.submit(gen(i), i * 0.1)
+    assert n.pending_loads == 5 and n.in_flight == 5
+    events = run(n)
+    assert n.stats.loads == 1 and n.stats.completed == 5
+    assert len({round(first(events, i).time, 9) for i in range(2)}) == 1  # both slots at once

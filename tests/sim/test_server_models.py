@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import httpx
 import ollama
 import pytest
 
-from corral.sim.launch import SimNode
+from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
 from corral.sim.manage import OLLAMA_VERSION
+from tests.sim.conftest import StartNode
+from tests.sim.support import FAST
 
 
 async def test_root_and_version(sim: SimNode) -> None:
@@ -156,3 +159,28 @@ async def test_progress_endpoints_refuse_bad_bodies(sim: SimNode) -> None:
             assert resp.status_code == 400, path
         resp = await http.request("DELETE", "/api/delete", content=json.dumps({}).encode())
         assert resp.status_code == 400
+
+
+async def test_eviction_shows_in_ps(start: StartNode) -> None:
+    node = await start(config=replace(FAST, max_loaded_models=1))
+    async with ollama.AsyncClient(host=node.url) as client:
+        await client.generate(model="llama3.2:1b", prompt="x")
+        before = [m.model for m in (await client.ps()).models]
+        await client.generate(model="qwen3:4b", prompt="x")
+        after = [m.model for m in (await client.ps()).models]
+    assert (before, after) == (["llama3.2:1b"], ["qwen3:4b"])
+    assert node.model.stats.evictions == 1
+
+
+async def test_several_nodes_listen_on_their_own_ports() -> None:
+    nodes = await start_nodes([NodeSpec(models=("a:1b",)), NodeSpec(models=("b:1b",))])
+    try:
+        assert len({n.port for n in nodes}) == 2 and all(n.port for n in nodes)
+        async with httpx.AsyncClient() as http:
+            names = [
+                [m["name"] for m in (await http.get(f"{n.url}/api/tags")).json()["models"]]
+                for n in nodes
+            ]
+        assert names == [["a:1b"], ["b:1b"]]
+    finally:
+        await stop_nodes(nodes)
