@@ -48,6 +48,15 @@ async def _run(rt: NodeRuntime, req: Request, model: str) -> Event:
         raise
 
 
+def _num_ctx(opts: dict[str, Any]) -> int | None:
+    value = opts.get("num_ctx")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest("option 'num_ctx' must be of type integer")
+    return value
+
+
 def _prelude(rt: NodeRuntime, body: dict[str, Any], where: str) -> tuple[str, ModelSpec, Any]:
     model = typed(body, "model", str, where) or ""
     if not model:
@@ -60,8 +69,8 @@ def _prelude(rt: NodeRuntime, body: dict[str, Any], where: str) -> tuple[str, Mo
 
 
 def _limit(rt: NodeRuntime, spec: ModelSpec, opts: dict[str, Any]) -> int:
-    num_ctx = opts.get("num_ctx")
-    want = num_ctx if isinstance(num_ctx, int) and num_ctx > 0 else rt.model.config.default_num_ctx
+    num_ctx = _num_ctx(opts)
+    want = num_ctx if num_ctx and num_ctx > 0 else rt.model.config.default_num_ctx
     return min(want, spec.context_length)
 
 
@@ -96,9 +105,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
             return error_response(*refusal)
         kind = Kind.EMBED if inputs else Kind.LOAD
         keep_alive = parse_keep_alive(body.get("keep_alive"))
-        req = Request(
-            rt.next_id(), spec.name, kind, sum(counts), 0, keep_alive, opts.get("num_ctx")
-        )
+        req = Request(rt.next_id(), spec.name, kind, sum(counts), 0, keep_alive, _num_ctx(opts))
         done = await _run(rt, req, model)
     except _Refused as refused:
         return refused.response
@@ -131,7 +138,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         count = min(text.prompt_tokens(prompt), _limit(rt, spec, opts))
         kind = Kind.EMBED if prompt else Kind.LOAD
         keep_alive = parse_keep_alive(body.get("keep_alive"))
-        req = Request(rt.next_id(), spec.name, kind, count, 0, keep_alive, opts.get("num_ctx"))
+        req = Request(rt.next_id(), spec.name, kind, count, 0, keep_alive, _num_ctx(opts))
         await _run(rt, req, model)
     except _Refused as refused:
         return refused.response

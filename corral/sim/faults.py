@@ -42,10 +42,6 @@ class Faults:
             changes[key] = _coerce(key, known[key].type, value)
         return replace(self, **changes)
 
-    @property
-    def active(self) -> bool:
-        return self != Faults(after_chunks=self.after_chunks)
-
 
 def _coerce(key: str, kind: object, value: Any) -> Any:
     if kind in ("bool", bool):

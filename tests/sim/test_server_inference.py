@@ -191,6 +191,8 @@ async def test_bad_requests_get_400_with_an_error_body(sim: SimNode) -> None:
             ("/api/chat", b'{"model": "llama3.2:1b", "messages": "hi"}'),
             ("/api/generate", b'{"model": "nomic-embed-text", "prompt": "x"}'),
             ("/api/embed", b'{"model": "nomic-embed-text", "input": [1, 2]}'),
+            ("/api/embed", b'{"model": "nomic-embed-text", "options": {"num_ctx": "big"}}'),
+            ("/api/generate", b'{"model": "llama3.2:1b", "options": {"num_predict": 1.5}}'),
         ]
         for path, body in cases:
             resp = await http.post(path, content=body)
