@@ -8,7 +8,7 @@ NDJSON ``{"error": ...}`` line under the 200 already sent.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -61,6 +61,70 @@ def _options(body: dict[str, Any], where: str) -> tuple[dict[str, Any], int | No
     return opts, num_ctx, num_predict
 
 
+@dataclass
+class _Prompt:
+    """What the request asks, as far as the simulator cares."""
+
+    empty: bool  # no prompt / no messages: a load (or unload) request
+    text: str  # what the answer is seeded from
+    tokens: int
+    messages: list[Any] = field(default_factory=list)
+    tools: list[Any] = field(default_factory=list)
+
+
+def _images(items: Any) -> int:
+    return len(items) if isinstance(items, list) else 0
+
+
+def _prompt(body: dict[str, Any], endpoint: str, where: str) -> _Prompt:
+    if endpoint == "generate":
+        prompt = typed(body, "prompt", str, where) or ""
+        system = typed(body, "system", str, where) or ""
+        prior = typed(body, "context", list, where) or []
+        tokens = text.prompt_tokens(system) + text.prompt_tokens(prompt) + len(prior)
+        tokens += 0 if body.get("raw") else 4  # template around the prompt
+        tokens += 256 * _images(body.get("images"))
+        return _Prompt(not prompt, system + "\n" + prompt, tokens)
+    messages = typed(body, "messages", list, where) or []
+    if not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("json: cannot unmarshal into Go struct field ChatRequest.messages")
+    seed_text, tokens = text.chat_prompt(messages)
+    tokens += 256 * sum(_images(m.get("images")) for m in messages)
+    tools = typed(body, "tools", list, where) or []
+    return _Prompt(not messages, seed_text, tokens, messages, tools)
+
+
+def _plan(
+    call: _Call,
+    p: _Prompt,
+    body: dict[str, Any],
+    thinking: bool,
+    seed: Any,
+    num_predict: int | None,
+) -> tuple[int, str]:
+    """Fill the answer's pieces (or tool call); returns (output tokens, done_reason)."""
+    name = call.req.model
+    tool = text.tool_call(p.tools, p.messages, seed) if p.tools else None
+    if tool is not None:
+        tool["function"]["index"] = 0
+        call.tool_calls = [tool]
+        return text.prompt_tokens(encode(tool).decode()) + 1, "stop"
+    if thinking:
+        call.pieces, _ = text.output_tokens(name, "think\n" + p.text, seed, 12)
+        call.n_think = len(call.pieces)
+    limit = num_predict if num_predict is not None and num_predict >= 0 else None
+    fmt = body.get("format")
+    if fmt:
+        # A JSON answer is as long as its document, unless num_predict cuts it.
+        n = limit if limit is not None else 1 << 30
+    else:
+        n = text.output_length(name, p.text, seed, limit)
+    answer, cut = text.output_tokens(name, p.text, seed, n, fmt)
+    call.pieces += answer
+    reason = "length" if cut or (limit is not None and not fmt) else "stop"
+    return len(call.pieces), reason
+
+
 async def _infer(request: web.Request, endpoint: str) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     rt.counters.requests += 1
@@ -70,7 +134,6 @@ async def _infer(request: web.Request, endpoint: str) -> web.StreamResponse:
     if not model:
         raise BadRequest("model is required")
     stream = typed(body, "stream", bool, where)
-    stream = True if stream is None else stream
     keep_alive = parse_keep_alive(body.get("keep_alive"))
     opts, num_ctx, num_predict = _options(body, where)
     spec = rt.spec(model)
@@ -80,63 +143,23 @@ async def _infer(request: web.Request, endpoint: str) -> web.StreamResponse:
     if spec.embedding:
         raise BadRequest(f'"{model}" does not support {endpoint}')
     think = body.get("think")
-    thinking = "thinking" in spec.capabilities and think is not False
     if think not in (None, False) and "thinking" not in spec.capabilities:
         raise BadRequest(f'"{model}" does not support thinking')
-    if endpoint == "generate":
-        prompt = typed(body, "prompt", str, where) or ""
-        system = typed(body, "system", str, where) or ""
-        empty = not prompt
-        raw = bool(body.get("raw"))
-        prior = typed(body, "context", list, where) or []
-        n_prompt = text.prompt_tokens(system) + text.prompt_tokens(prompt) + len(prior)
-        n_prompt += 0 if raw else 4
-        seed_text = system + "\n" + prompt
-        tools: list[Any] = []
-        messages: list[Any] = []
-    else:
-        messages = typed(body, "messages", list, where) or []
-        if not all(isinstance(m, dict) for m in messages):
-            raise BadRequest("json: cannot unmarshal into Go struct field ChatRequest.messages")
-        empty = not messages
-        seed_text, n_prompt = text.chat_prompt(messages)
-        tools = typed(body, "tools", list, where) or []
-    images = sum(len(m.get("images") or []) for m in messages) + len(body.get("images") or [])
-    n_prompt += 256 * images
+    # Like Ollama, a thinking model thinks unless told not to.
+    thinking = "thinking" in spec.capabilities and think is not False
+    prompt = _prompt(body, endpoint, where)
     refusal = rt.refusal()
     if refusal is not None:
         return error_response(*refusal)
-    if empty:
+    if prompt.empty:
         return await _load_or_unload(rt, endpoint, model, keep_alive, num_ctx)
-
-    seed = opts.get("seed")
-    call = _Call(endpoint, model, stream, Request(rt.next_id(), spec.name))
-    reason = "stop"
-    tool = text.tool_call(tools, messages, seed) if tools else None
-    if tool is not None:
-        tool["function"]["index"] = 0
-        call.tool_calls = [tool]
-        n_out = text.prompt_tokens(encode(tool).decode()) + 1
-    else:
-        if thinking:
-            call.pieces, _ = text.output_tokens(spec.name, "think\n" + seed_text, seed, 12)
-            call.n_think = len(call.pieces)
-        limit = num_predict if num_predict is not None and num_predict >= 0 else None
-        length = text.output_length(spec.name, seed_text, seed, limit)
-        fmt = body.get("format")
-        answer, cut = text.output_tokens(spec.name, seed_text, seed, length, fmt)
-        if fmt and limit is None:
-            answer, cut = text.output_tokens(spec.name, seed_text, seed, 1 << 30, fmt)
-        call.pieces += answer
-        n_out = len(call.pieces)
-        if cut or (limit is not None and not fmt):
-            reason = "length"
-    call.context_len = n_prompt + n_out
-    call.req = Request(
-        req_id=call.req.req_id,
-        model=spec.name,
+    call = _Call(endpoint, model, stream is not False, Request(rt.next_id(), spec.name))
+    n_out, reason = _plan(call, prompt, body, thinking, opts.get("seed"), num_predict)
+    call.context_len = prompt.tokens + n_out
+    call.req = replace(
+        call.req,
         kind=Kind.GENERATE if endpoint == "generate" else Kind.CHAT,
-        prompt_tokens=n_prompt,
+        prompt_tokens=prompt.tokens,
         output_tokens=n_out,
         keep_alive=keep_alive,
         num_ctx=num_ctx,
