@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import uvicorn
@@ -15,8 +15,19 @@ from corral.app.factory import create_app
 from corral.app.gateway import Gateway
 from corral.config import load_settings
 from corral.core.policies import POLICIES
+from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
+from corral.sim.model_types import NodeConfig
 
-__all__ = ["RunningGateway", "free_port", "run_gateway"]
+__all__ = [
+    "FAST_SIM",
+    "SIM_MODELS",
+    "RunningGateway",
+    "SimFleet",
+    "free_port",
+    "run_gateway",
+    "sim_fleet",
+    "until",
+]
 
 
 def free_port() -> int:
@@ -33,7 +44,7 @@ class RunningGateway:
 
 @asynccontextmanager
 async def run_gateway(
-    backends: list[str], **overrides: Any
+    backends: list[str] | list[dict[str, Any]], **overrides: Any
 ) -> AsyncIterator[RunningGateway]:
     """A gateway over real sockets, configured like ``corral serve --backend ...``."""
     settings = load_settings(
@@ -62,3 +73,63 @@ async def run_gateway(
         server.should_exit = True
         await task
         sock.close()
+
+
+FAST_SIM = NodeConfig(speed=200.0, jitter=0.0)
+SIM_MODELS = ("llama3.2:1b", "qwen2.5:0.5b", "nomic-embed-text")
+
+
+@dataclass
+class SimFleet:
+    gateway: RunningGateway
+    nodes: list[SimNode]
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def gw(self) -> Gateway:
+        return self.gateway.gw
+
+    def node(self, name: str) -> SimNode:
+        return next(n for n in self.nodes if n.name == name)
+
+
+@asynccontextmanager
+async def sim_fleet(
+    *specs: NodeSpec, max_concurrency: int | None = None, **overrides: Any
+) -> AsyncIterator[SimFleet]:
+    """Simulated Ollama nodes (named sim0, sim1, ...) behind a real gateway."""
+    if not specs:
+        specs = (NodeSpec(), NodeSpec())
+    named = [
+        replace(
+            s,
+            name=s.name or f"sim{i}",
+            config=s.config if s.config != NodeConfig() else FAST_SIM,
+            models=s.models if s.models != ("llama3.2:1b",) else SIM_MODELS,
+        )
+        for i, s in enumerate(specs)
+    ]
+    nodes = await start_nodes(named)
+    try:
+        backends = [
+            {"name": n.name, "url": n.url}
+            | ({"max_concurrency": max_concurrency} if max_concurrency else {})
+            for n in nodes
+        ]
+        async with run_gateway(backends, **overrides) as running:
+            yield SimFleet(running, nodes)
+    finally:
+        await stop_nodes(nodes)
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) for a condition that the system reaches on its own."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

@@ -6,6 +6,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from corral.adapters.fleet import Fleet
 from corral.config import Settings
@@ -47,6 +48,7 @@ class Gateway:
         self.usage: deque[UsageRecord] = deque(maxlen=10_000)
         self.usage_listeners: list[Callable[[UsageRecord], None]] = []
         self.requests_total = 0
+        self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
 
     def record(self, record: UsageRecord) -> None:
         self.requests_total += 1

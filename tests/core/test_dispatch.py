@@ -13,9 +13,7 @@ from corral.core.types import BackendState, RequestInfo
 def fleet(*specs: tuple[str, int, set[str]], policy: str = "least_conn") -> Dispatcher:
     d = Dispatcher(make_policy(policy), max_waiting=3)
     for name, slots, models in specs:
-        d.add_backend(
-            BackendState(name, f"http://{name}", max_concurrency=slots, healthy=True)
-        )
+        d.add_backend(BackendState(name, f"http://{name}", max_concurrency=slots, healthy=True))
         d.set_models(name, models)
     return d
 

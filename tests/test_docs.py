@@ -1,0 +1,48 @@
+"""Docs are checked: every CLI command and option appears in docs/cli.md (STYLE.md #11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import typer.main
+
+from corral.app import cli
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def cli_options() -> list[tuple[str, str]]:
+    cli._register_sim()
+    group = typer.main.get_command(cli.app)
+    assert isinstance(group, click.Group)
+    found = []
+    for name, command in group.commands.items():
+        found.append((name, ""))
+        for param in command.params:
+            if isinstance(param, click.Option):
+                found.extend((name, opt) for opt in param.opts if opt.startswith("--"))
+    return found
+
+
+def test_the_cli_has_serve_and_sim() -> None:
+    names = {name for name, _ in cli_options()}
+    assert {"serve", "sim", "version"} <= names
+
+
+def test_every_cli_command_and_option_is_documented() -> None:
+    text = (DOCS / "cli.md").read_text()
+    missing = [
+        f"corral {name} {opt}".strip()
+        for name, opt in cli_options()
+        if f"corral {name}" not in text or (opt and f"`{opt}" not in text)
+    ]
+    assert not missing, f"undocumented in docs/cli.md: {missing}"
+
+
+def test_readme_quick_start_commands_exist() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    assert "scripts/corral serve --demo" in readme
+    assert "scripts/test" in readme
+    assert (DOCS.parent / "scripts" / "test").exists()
+    assert "scripts/test" in (DOCS.parent / ".ci" / "run").read_text()
