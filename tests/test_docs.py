@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
 import typer.main
 
 from corral.app import cli
@@ -15,13 +14,12 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def cli_options() -> list[tuple[str, str]]:
     cli._register_sim()
     group = typer.main.get_command(cli.app)
-    assert isinstance(group, click.Group)
     found = []
-    for name, command in group.commands.items():
+    # Typer bundles its own click, so look at the objects' shape, not their classes.
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
         found.append((name, ""))
         for param in command.params:
-            if isinstance(param, click.Option):
-                found.extend((name, opt) for opt in param.opts if opt.startswith("--"))
+            found.extend((name, opt) for opt in getattr(param, "opts", ()) if opt.startswith("--"))
     return found
 
 

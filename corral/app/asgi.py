@@ -125,6 +125,12 @@ class Watchdog:
     def touch(self) -> None:
         self.last = self._loop.time()
 
+    def set_idle(self, idle: float) -> None:
+        """Change the allowed silence (e.g. from first-byte to between-chunks) and re-arm."""
+        self.idle = idle
+        self._handle.cancel()
+        self._handle = self._loop.call_at(min(self.last + idle, self.deadline), self._check)
+
     def _check(self) -> None:
         now = self._loop.time()
         if now >= self.deadline:

@@ -250,7 +250,7 @@ async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: W
     if not first:
         raise _Retry(UpstreamError("backend closed the stream before the first chunk"))
     watchdog.touch()
-    watchdog.idle = gw.settings.timeouts.stream_idle_s
+    watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
     await _start(ctx, 200, resp.content_type.encode() or _NDJSON, None)
