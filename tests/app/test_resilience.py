@@ -155,15 +155,15 @@ async def test_a_full_queue_and_a_long_wait_get_503_with_retry_after() -> None:
 
 async def test_too_many_open_streams_is_a_503() -> None:
     spec = NodeSpec(models=("llama3.2:1b",), loaded=("llama3.2:1b",), config=SLOW)
-    async with sim_fleet(spec, limits={"max_streams": 1}) as fleet:
-        async with (
-            httpx.AsyncClient(base_url=fleet.url, timeout=20) as client,
-            client.stream("POST", "/api/generate", json={**GEN, "stream": True}) as resp,
-        ):
-            async for _line in resp.aiter_lines():
-                break
-            second = await client.post("/api/generate", json={**GEN, "stream": True})
-            assert second.status_code == 503 and "streams open" in second.json()["error"]
+    async with (
+        sim_fleet(spec, limits={"max_streams": 1}) as fleet,
+        httpx.AsyncClient(base_url=fleet.url, timeout=20) as client,
+        client.stream("POST", "/api/generate", json={**GEN, "stream": True}) as resp,
+    ):
+        async for _line in resp.aiter_lines():
+            break
+        second = await client.post("/api/generate", json={**GEN, "stream": True})
+        assert second.status_code == 503 and "streams open" in second.json()["error"]
 
 
 async def test_an_unreachable_backend_is_taken_out_and_put_back_when_it_returns() -> None:
