@@ -185,7 +185,6 @@ async def merged_progress(ctx: RequestContext) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await ctx.gw.fleet.probe_all(b.name for b in chosen)
 
 
 async def _progress(
@@ -222,6 +221,9 @@ async def _progress(
         error = f"failed mid-stream: {exc}"
     finally:
         resp.close()
+    # Re-read its model list before reporting the end, so the client's next call
+    # (list, generate) already sees what this one changed.
+    await ctx.gw.fleet.probe(b.name)
     await queue.put((b.name, None, error))
 
 

@@ -16,7 +16,7 @@ __all__ = ["run"]
 
 
 def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = False) -> int:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         settings = load_settings(config_file, overrides=overrides, known_policies=POLICIES)
     except ConfigError as exc:

@@ -1,0 +1,5 @@
+"""``python -m corral`` runs the ``corral`` command."""
+
+from corral.app.cli import main
+
+main()
