@@ -41,6 +41,7 @@ class Fleet:
         connect_timeout: float,
         probe_interval: float,
         probe_timeout: float,
+        models_refresh: float = 30.0,
         transport_factory: Callable[[str], Transport] | None = None,
     ) -> None:
         self.dispatcher = Dispatcher(policy, max_waiting)
@@ -51,6 +52,8 @@ class Fleet:
         self._retry_after = retry_after
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
+        self._models_refresh = models_refresh
+        self._models_read_at: dict[str, float] = {}
         self._make_transport = transport_factory or (
             lambda url: HttpTransport(url, connect_timeout=connect_timeout)
         )
@@ -91,6 +94,7 @@ class Fleet:
     async def remove(self, name: str) -> None:
         self.dispatcher.remove_backend(name)
         self.tag_entries.pop(name, None)
+        self._models_read_at.pop(name, None)
         transport = self.transports.pop(name, None)
         if transport is not None:
             await transport.close()
@@ -133,7 +137,7 @@ class Fleet:
                 async with asyncio.timeout(self._probe_interval):
                     await self._wake_prober.wait()
             self._wake_prober.clear()
-            await self.probe_all()
+            await self.probe_all(models=False)
 
     def probe_soon(self) -> None:
         """Ask for a probe round now (e.g. after a connect error)."""
@@ -141,17 +145,27 @@ class Fleet:
 
     # -- probes -----------------------------------------------------------------
 
-    async def probe_all(self, names: Iterable[str] | None = None) -> None:
+    async def probe_all(self, names: Iterable[str] | None = None, *, models: bool = True) -> None:
         targets = list(names) if names is not None else list(self.backends)
-        await asyncio.gather(*(self.probe(n) for n in targets))
+        await asyncio.gather(*(self.probe(n, models=models) for n in targets))
 
-    async def probe(self, name: str) -> None:
+    async def probe(self, name: str, *, models: bool = True) -> None:
+        """Check one backend; read its model list too when asked or when it is stale.
+
+        A liveness check between model refreshes asks the cheapest endpoint
+        (``/api/version`` on Ollama); a down backend always gets the full read.
+        """
         state = self.backends.get(name)
         transport = self.transports.get(name)
         if state is None or transport is None:
             return
-        loop = asyncio.get_running_loop()
-        path = "/api/tags" if state.kind == "ollama" else "/v1/models"
+        now = asyncio.get_running_loop().time()
+        stale = now - self._models_read_at.get(name, -1e9) >= self._models_refresh
+        read_models = models or stale or not state.healthy
+        if state.kind == "ollama":
+            path = "/api/tags" if read_models else "/api/version"
+        else:
+            path = "/v1/models"
         try:
             async with asyncio.timeout(self._probe_timeout):
                 resp = await transport.send(UpstreamRequest("GET", path))
@@ -161,21 +175,23 @@ class Fleet:
                     resp.close()
                 if resp.status != 200:
                     raise RuntimeError(f"{path} answered {resp.status}")
-                entries = _parse_model_list(state.kind, body)
+                entries = _parse_model_list(state.kind, body) if read_models else None
                 if state.version is None and state.kind == "ollama":
                     state.version = await self._read_version(transport)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of a probe marks the backend down
-            self._mark_down(state, f"probe failed: {exc or type(exc).__name__}", loop.time())
+            self._mark_down(state, f"probe failed: {exc or type(exc).__name__}", now)
             return
-        state.last_check_at = state.last_ok_at = loop.time()
+        state.last_check_at = state.last_ok_at = now
         state.consecutive_failures = 0
         state.last_error = None
-        self.tag_entries[name] = entries
-        self.dispatcher.set_models(name, entries)
+        if entries is not None:
+            self._models_read_at[name] = now
+            self.tag_entries[name] = entries
+            self.dispatcher.set_models(name, entries)
         if not state.healthy:
-            log.info("backend %s is up (%d models)", name, len(entries))
+            log.info("backend %s is up (%d models)", name, len(state.models))
             state.healthy = True
             self._pump()
 

@@ -31,6 +31,7 @@ class Gateway:
             connect_timeout=settings.timeouts.connect_s,
             probe_interval=settings.health.interval_s,
             probe_timeout=settings.health.timeout_s,
+            models_refresh=settings.health.models_refresh_s,
         )
         for b in settings.backends:
             self.fleet.add(

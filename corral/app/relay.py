@@ -87,6 +87,16 @@ async def relay(ctx: RequestContext) -> None:
         attempt += 1
         ctx.attempts = attempt
         ctx.decision = decision
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request %s %s %s -> %s (attempt %d, %s)",
+                ctx.request_id,
+                ctx.endpoint,
+                ctx.model,
+                decision.backend,
+                attempt,
+                decision.reason,
+            )
         ok = False
         try:
             await _attempt(ctx, decision)

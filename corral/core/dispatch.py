@@ -105,8 +105,7 @@ class Dispatcher:
                     free.append(b)
         if not usable:
             raise NoHealthyBackend(
-                f"no healthy backend for model {info.model!r} "
-                f"({len(holders)} hold it, none is up)"
+                f"no healthy backend for model {info.model!r} ({len(holders)} hold it, none is up)"
             )
         if not free:
             return None

@@ -202,3 +202,43 @@ async def test_a_stale_model_list_fails_over_to_another_holder() -> None:
         assert {r.headers["x-corral-backend"] for r in replies} == {"sim1"}
         holders = fleet.gw.fleet.dispatcher.holders("llama3.2:1b")
         assert [b.name for b in holders] == ["sim1"]
+
+
+async def test_model_lists_are_refreshed_on_their_interval() -> None:
+    async with sim_fleet(NodeSpec(), health={"interval_s": 0.05, "models_refresh_s": 0.1}) as fleet:
+        async with httpx.AsyncClient(base_url=fleet.node("sim0").url) as direct:
+            await direct.post("/api/pull", json={"model": "phi3:mini", "stream": False})
+        await until(lambda: "phi3:mini" in fleet.gw.fleet.backends["sim0"].models)
+
+
+async def test_the_whole_request_timeout_ends_a_long_stream() -> None:
+    spec = NodeSpec(models=("llama3.2:1b",), loaded=("llama3.2:1b",), config=SLOW)
+    async with sim_fleet(spec, timeouts={"request_s": 0.4}) as fleet:
+        got = lines(await generate(fleet, {**GEN, "stream": True}))
+        assert len(got) > 1
+        assert "request timeout" in str(got[-1]["error"])
+
+
+async def test_cors_is_off_by_default_and_answers_configured_origins() -> None:
+    async with sim_fleet(NodeSpec()) as fleet, httpx.AsyncClient(base_url=fleet.url) as c:
+        plain = await c.get("/api/tags", headers={"Origin": "http://app.example"})
+        assert "access-control-allow-origin" not in plain.headers
+    async with (
+        sim_fleet(NodeSpec(), cors={"origins": ["http://app.example"]}) as fleet,
+        httpx.AsyncClient(base_url=fleet.url) as c,
+    ):
+        pre = await c.options(
+            "/api/chat",
+            headers={
+                "Origin": "http://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "http://app.example"
+        resp = await c.post("/api/generate", json=GEN, headers={"Origin": "http://app.example"})
+        assert resp.headers["access-control-allow-origin"] == "http://app.example"
+        assert "X-Corral-Backend" in resp.headers["access-control-expose-headers"]
+        other = await c.get("/api/tags", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
