@@ -1,0 +1,98 @@
+"""The live fleet: probes against real simulated nodes, slot waits with real futures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from corral.adapters.fleet import Fleet
+from corral.core.errors import QueueTimeout
+from corral.core.policies import make_policy
+from corral.core.types import RequestInfo
+from corral.sim.launch import NodeSpec, SimNode, start_node
+from tests.helpers import FAST_SIM, free_port
+
+INFO = RequestInfo("llama3.2:1b", "/api/generate")
+
+
+def make_fleet(queue_timeout: float = 1.0) -> Fleet:
+    return Fleet(
+        make_policy("least_conn"),
+        max_waiting=8,
+        queue_timeout=queue_timeout,
+        retry_after=2,
+        connect_timeout=1,
+        probe_interval=60,
+        probe_timeout=1,
+    )
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[SimNode]:
+    async with await start_node(NodeSpec(models=("llama3.2:1b",), config=FAST_SIM)) as n:
+        yield n
+
+
+async def test_a_probe_reads_models_version_and_health(node: SimNode) -> None:
+    fleet = make_fleet()
+    fleet.add("a", node.url)
+    fleet.add("dead", f"http://127.0.0.1:{free_port()}")
+    await fleet.probe_all()
+    try:
+        a, dead = fleet.backends["a"], fleet.backends["dead"]
+        assert a.healthy and a.models == {"llama3.2:1b"} and a.version
+        assert not dead.healthy and dead.last_error and dead.consecutive_failures == 1
+        assert fleet.tag_entries["a"]["llama3.2:1b"]["details"]["family"]
+    finally:
+        await fleet.stop()
+
+
+async def test_a_waiter_gets_the_slot_released_by_another(node: SimNode) -> None:
+    fleet = make_fleet()
+    fleet.add("a", node.url, max_concurrency=1)
+    await fleet.probe_all()
+    try:
+        first = await fleet.acquire(INFO)
+        waiting = asyncio.create_task(fleet.acquire(INFO))
+        await asyncio.sleep(0.01)
+        assert not waiting.done() and fleet.dispatcher.waiting == 1
+        fleet.release(first, INFO, ok=True)
+        second = await waiting
+        assert second.backend == "a" and second.queued_s > 0
+        assert fleet.backends["a"].in_flight == 1
+    finally:
+        await fleet.stop()
+
+
+async def test_a_wait_times_out_with_retry_after(node: SimNode) -> None:
+    fleet = make_fleet(queue_timeout=0.05)
+    fleet.add("a", node.url, max_concurrency=1)
+    await fleet.probe_all()
+    try:
+        await fleet.acquire(INFO)
+        with pytest.raises(QueueTimeout) as err:
+            await fleet.acquire(INFO)
+        assert err.value.headers() == {"Retry-After": "2"}
+        assert fleet.dispatcher.waiting == 0
+    finally:
+        await fleet.stop()
+
+
+async def test_a_cancelled_waiter_does_not_leak_its_slot(node: SimNode) -> None:
+    fleet = make_fleet()
+    fleet.add("a", node.url, max_concurrency=1)
+    await fleet.probe_all()
+    try:
+        first = await fleet.acquire(INFO)
+        waiting = asyncio.create_task(fleet.acquire(INFO))
+        await asyncio.sleep(0.01)
+        # The slot is handed over and the waiter cancelled in the same instant.
+        fleet.release(first, INFO, ok=True)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert fleet.backends["a"].in_flight == 0
+    finally:
+        await fleet.stop()
