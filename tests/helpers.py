@@ -75,7 +75,7 @@ async def run_gateway(
         sock.close()
 
 
-FAST_SIM = NodeConfig(speed=200.0, jitter=0.0)
+FAST_SIM = NodeConfig(speed=200.0, jitter=0.0)  # fast, but durations stay non-zero
 SIM_MODELS = ("llama3.2:1b", "qwen2.5:0.5b", "nomic-embed-text")
 
 

@@ -49,50 +49,42 @@ async def test_a_probe_reads_models_version_and_health(node: SimNode) -> None:
         await fleet.stop()
 
 
-async def test_a_waiter_gets_the_slot_released_by_another(node: SimNode) -> None:
-    fleet = make_fleet()
+@pytest.fixture
+async def one_slot(node: SimNode) -> AsyncIterator[Fleet]:
+    """A probed fleet of one backend ("a") with a single slot; its queue waits 0.2 s."""
+    fleet = make_fleet(queue_timeout=0.2)
     fleet.add("a", node.url, max_concurrency=1)
     await fleet.probe_all()
-    try:
-        first = await fleet.acquire(INFO)
-        waiting = asyncio.create_task(fleet.acquire(INFO))
-        await asyncio.sleep(0.01)
-        assert not waiting.done() and fleet.dispatcher.waiting == 1
-        fleet.release(first, INFO, ok=True)
-        second = await waiting
-        assert second.backend == "a" and second.queued_s > 0
-        assert fleet.backends["a"].in_flight == 1
-    finally:
-        await fleet.stop()
+    yield fleet
+    await fleet.stop()
 
 
-async def test_a_wait_times_out_with_retry_after(node: SimNode) -> None:
-    fleet = make_fleet(queue_timeout=0.05)
-    fleet.add("a", node.url, max_concurrency=1)
-    await fleet.probe_all()
-    try:
-        await fleet.acquire(INFO)
-        with pytest.raises(QueueTimeout) as err:
-            await fleet.acquire(INFO)
-        assert err.value.headers() == {"Retry-After": "2"}
-        assert fleet.dispatcher.waiting == 0
-    finally:
-        await fleet.stop()
+async def test_a_waiter_gets_the_slot_released_by_another(one_slot: Fleet) -> None:
+    first = await one_slot.acquire(INFO)
+    waiting = asyncio.create_task(one_slot.acquire(INFO))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and one_slot.dispatcher.waiting == 1
+    one_slot.release(first, INFO, ok=True)
+    second = await waiting
+    assert second.backend == "a" and second.queued_s > 0
+    assert one_slot.backends["a"].in_flight == 1
 
 
-async def test_a_cancelled_waiter_does_not_leak_its_slot(node: SimNode) -> None:
-    fleet = make_fleet()
-    fleet.add("a", node.url, max_concurrency=1)
-    await fleet.probe_all()
-    try:
-        first = await fleet.acquire(INFO)
-        waiting = asyncio.create_task(fleet.acquire(INFO))
-        await asyncio.sleep(0.01)
-        # The slot is handed over and the waiter cancelled in the same instant.
-        fleet.release(first, INFO, ok=True)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        assert fleet.backends["a"].in_flight == 0
-    finally:
-        await fleet.stop()
+async def test_a_wait_times_out_with_retry_after(one_slot: Fleet) -> None:
+    await one_slot.acquire(INFO)
+    with pytest.raises(QueueTimeout) as err:
+        await one_slot.acquire(INFO)
+    assert err.value.headers() == {"Retry-After": "2"}
+    assert one_slot.dispatcher.waiting == 0
+
+
+async def test_a_cancelled_waiter_does_not_leak_its_slot(one_slot: Fleet) -> None:
+    first = await one_slot.acquire(INFO)
+    waiting = asyncio.create_task(one_slot.acquire(INFO))
+    await asyncio.sleep(0.01)
+    # The slot is handed over and the waiter cancelled in the same instant.
+    one_slot.release(first, INFO, ok=True)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert one_slot.backends["a"].in_flight == 0
