@@ -51,7 +51,8 @@ class RequestContext:
     started: float
     body: bytes = b""
     parsed: Any = None
-    model: str = ""
+    model: str = ""  # normalized (name:tag), for routing
+    requested_model: str = ""  # as the client wrote it, for messages
     stream: bool = False
     uses_slot: bool = True
     decision: RouteDecision | None = None

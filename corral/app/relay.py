@@ -41,6 +41,7 @@ _NDJSON = b"application/x-ndjson"
 async def parse_ollama(ctx: RequestContext) -> None:
     req = decode_request(ctx.endpoint, ctx.body)
     ctx.parsed = req
+    ctx.requested_model = req.model
     ctx.model = normalize_model(req.model)
     if ctx.endpoint in ("/api/generate", "/api/chat"):
         ctx.stream = req.stream is not False  # Ollama streams unless told not to
@@ -75,7 +76,7 @@ async def relay(ctx: RequestContext) -> None:
             decision = await _bind(ctx, info, tried, attempt + 1)
         except ModelNotFound:
             if refreshed or tried:
-                raise last_error or ModelNotFound(ctx.model) from None
+                raise last_error or ModelNotFound(ctx.requested_model) from None
             # Maybe it was pulled since the last probe: look again, once.
             refreshed = True
             await fleet.refresh_models()
@@ -203,7 +204,7 @@ async def _upstream_failed(
         )
     if resp.status == 404 and "not found" in message:
         # Its model list was stale; another holder may still serve it.
-        raise _Retry(ModelNotFound(ctx.model), forget_model=True)
+        raise _Retry(ModelNotFound(ctx.requested_model), forget_model=True)
     # Any other 4xx is the client's problem: relay it as the backend said it.
     ctx.status = resp.status
     ctx.error = message

@@ -71,6 +71,9 @@ async def test_a_json_array_body_is_a_400(gateway: RunningGateway) -> None:
 async def test_unknown_model_is_a_404_in_ollamas_words(gateway: RunningGateway) -> None:
     resp = await post(gateway, "/api/generate", b'{"model": "nope:1b", "prompt": "x"}')
     assert_ollama_error(resp, 404, 'model "nope:1b" not found, try pulling it first')
+    # The name is quoted as the client wrote it, without the implied :latest.
+    resp = await post(gateway, "/api/generate", b'{"model": "nope", "prompt": "x"}')
+    assert_ollama_error(resp, 404, 'model "nope" not found')
 
 
 async def test_oversized_body_is_a_413(gateway: RunningGateway) -> None:

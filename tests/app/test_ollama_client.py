@@ -194,6 +194,15 @@ async def test_copy_create_and_delete_fan_out(fleet: SimFleet, client: ollama.As
     assert reply.done
 
 
+async def test_create_and_push_stream_progress_through_the_client(
+    client: ollama.AsyncClient,
+) -> None:
+    created = [p async for p in await client.create(model="t2", from_="llama3.2:1b", stream=True)]
+    assert created[-1].status == "success" and len(created) > 1
+    pushed = [p async for p in await client.push("t2", stream=True)]
+    assert pushed[-1].status == "success"
+
+
 async def test_copy_of_a_model_only_one_backend_holds(
     fleet: SimFleet, client: ollama.AsyncClient
 ) -> None:
