@@ -83,11 +83,20 @@ class Target:
     auth: str | None = None
 
 
-def corral_target() -> Target:
+def corral_target(max_concurrency: int | None) -> Target:
     exe = REPO / ".venv" / "bin" / "corral"
     exe_s = str(exe) if exe.exists() else (shutil.which("corral") or "corral")
-    argv = [exe_s, "serve", "--port", "{port}", "--backend", "{backend}"]
-    return Target("corral", argv, "ollama", {}, Path(tempfile.mkdtemp(prefix="corral-bench-gw-")))
+    argv = [exe_s, "serve", "--port", "{port}", "--log-level", "warning"]
+    cwd = Path(tempfile.mkdtemp(prefix="corral-bench-gw-"))
+    if max_concurrency is None:  # as shipped: --backend URL (4 slots for an Ollama backend)
+        return Target("corral", [*argv, "--backend", "{backend}"], "ollama", {}, cwd)
+    backends = json.dumps([{"url": "{backend}", "max_concurrency": max_concurrency}])
+    env = {"CORRAL_BACKENDS": backends}
+    return Target(f"corral-slots{max_concurrency}", argv, "ollama", env, cwd)
+
+
+def fill(text: str, port: int, backend: str) -> str:
+    return text.replace("{port}", str(port)).replace("{backend}", backend)
 
 
 def litellm_target(args: argparse.Namespace) -> Target:
@@ -202,11 +211,12 @@ class Bench:
             (t.cwd / "config.yaml").write_text(
                 LITELLM_CONFIG.format(backend=backend_url, key=LITELLM_KEY)
             )
-        argv = [a.format(port=port, backend=backend_url) for a in t.argv]
+        argv = [fill(a, port, backend_url) for a in t.argv]
+        env = {k: fill(v, port, backend_url) for k, v in t.env.items()}
         log = self.logs / f"{t.name}-{label}.log"
         print(f"  starting: {shlex.join(pin(argv, self.gw_cpus))}", flush=True)
         proc = self.children.start(
-            pin(argv, self.gw_cpus), log=log, cwd=t.cwd, env={**os.environ, **t.env}
+            pin(argv, self.gw_cpus), log=log, cwd=t.cwd, env={**os.environ, **env}
         )
         url = f"http://127.0.0.1:{port}"
         if t.api == "ollama":
@@ -439,6 +449,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--api", choices=["ollama", "openai"], help="dialect of --target-cmd")
     ap.add_argument("--endpoint", choices=["chat", "generate"], default="chat")
     ap.add_argument("--litellm-bin", help="path to the litellm executable")
+    ap.add_argument(
+        "--corral-slots",
+        type=int,
+        help="Corral only: backend max_concurrency (default: as shipped, 4 for Ollama)",
+    )
     ap.add_argument("--modes", default="nonstream,stream", help="nonstream,stream")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per side")
@@ -472,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.litellm:
         target = litellm_target(args)
     else:
-        target = corral_target()
+        target = corral_target(args.corral_slots)
     if args.name:
         target.name = args.name
     if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
