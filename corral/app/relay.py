@@ -81,9 +81,11 @@ async def relay(ctx: RequestContext) -> None:
             refreshed = True
             await fleet.refresh_models()
             continue
-        except NoHealthyBackend:
+        except NoHealthyBackend as exc:
             if last_error is not None:
                 raise last_error from None
+            if exc.retry_after is None:
+                exc.retry_after = gw.settings.queue.retry_after_s
             raise
         attempt += 1
         ctx.attempts = attempt
@@ -119,7 +121,8 @@ async def relay(ctx: RequestContext) -> None:
         finally:
             if ctx.uses_slot:
                 fleet.release(decision, info, ok)
-        await asyncio.sleep(min(retry.backoff_s * 2 ** (attempt - 1), retry.backoff_max_s))
+        if attempt < retry.attempts:
+            await asyncio.sleep(min(retry.backoff_s * 2 ** (attempt - 1), retry.backoff_max_s))
     assert last_error is not None
     raise last_error
 
