@@ -317,6 +317,7 @@ class Bench:
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "elapsed_s": round(time.time() - started, 1),
             "machine": machine(),
+            "git": git_state(),
             "settings": {
                 k: getattr(a, k)
                 for k in ("duration", "warmup", "repeat", "connections", "rate_fraction", "rate")
@@ -330,6 +331,19 @@ class Bench:
             },
             "modes": results,
         }
+
+
+def git_state() -> dict[str, Any]:
+    """Which gateway code was measured: HEAD and whether corral/ had local edits."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "corral_dirty": bool(git("status", "--porcelain", "--", "corral")),
+    }
 
 
 def machine() -> dict[str, Any]:
