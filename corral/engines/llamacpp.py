@@ -74,6 +74,8 @@ class LlamaCppServer:
         self.log_path = log_path
         self._workdir = workdir
         self._stopped = False
+        # Seconds llama.cpp took to build the server and load the model (from the child).
+        self.load_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -244,8 +246,9 @@ def _wait_ready(server: LlamaCppServer, ready_file: Path, deadline: float) -> in
         if code is not None:
             raise EngineStartError(_failure(server, f"exited with code {code} while starting"))
         if port is None and ready_file.is_file():
-            port = int(json.loads(ready_file.read_text())["port"])
-            server.port = port
+            facts = json.loads(ready_file.read_text())
+            port = server.port = int(facts["port"])
+            server.load_seconds = float(facts["load_s"])
         if port is not None and _health_status(port) == 200:
             return port
         if time.monotonic() >= deadline:

@@ -64,9 +64,9 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _write_ready_file(path: Path, url: str, port: int) -> None:
+def _write_ready_file(path: Path, facts: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "port": port, "pid": os.getpid()}))
+    tmp.write_text(json.dumps({**facts, "pid": os.getpid()}))
     # The rename makes the file appear whole: the parent never reads half of it.
     os.replace(tmp, path)
 
@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _install_stop_handlers()
     import xllamacpp
 
+    began = time.perf_counter()
     try:
         server = xllamacpp.Server(_build_params(args))
     except _Stop:
@@ -119,12 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Some llama.cpp builds install their own SIGTERM/SIGINT handlers while starting,
     # which stop its loop but would leave this thread waiting forever: ours go back on.
     _install_stop_handlers()
+    load_s = time.perf_counter() - began
     try:
         url = str(server.listening_address).rstrip("/")
         port = int(url.rsplit(":", 1)[1])
-        print(f"llama.cpp serving {args.model} at {url}", flush=True)
+        print(f"llama.cpp serving {args.model} at {url} (loaded in {load_s:.3f} s)", flush=True)
         if args.ready_file is not None:
-            _write_ready_file(args.ready_file, url, port)
+            _write_ready_file(args.ready_file, {"url": url, "port": port, "load_s": load_s})
         while True:
             signal.pause()
     except _Stop:

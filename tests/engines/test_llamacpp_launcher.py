@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from corral.engines.llamacpp import (
     start_llamacpp,
     start_llamacpp_async,
 )
+from corral.engines.measure import measure
 
 
 def free_port() -> int:
@@ -46,6 +48,8 @@ def test_port_zero_binds_a_free_port_and_reports_it(tiny_model: Path) -> None:
     with start_llamacpp(tiny_model) as engine:
         assert engine.port > 0
         assert engine.url == f"http://127.0.0.1:{engine.port}"
+        assert engine.load_seconds is not None
+        assert 0 < engine.load_seconds < 5
         assert httpx.get(f"{engine.url}/health").status_code == 200
 
 
@@ -110,7 +114,9 @@ def test_started_by_hand_it_prints_its_url_and_stops_on_sigint(tiny_model: Path)
         try:
             assert child.stdout is not None
             line = child.stdout.readline().decode()
-            url = line.rsplit(" at ", 1)[1].strip()
+            found = re.search(r" at (http://127\.0\.0\.1:\d+) \(loaded in [\d.]+ s\)$", line)
+            assert found, line
+            url = found[1]
             assert httpx.get(f"{url}/health").status_code == 200
             child.send_signal(signal.SIGINT)
             assert child.wait(timeout=10) == 0
@@ -140,3 +146,9 @@ def test_the_engine_dies_with_the_process_that_started_it(tiny_model: Path, tmp_
             assert gone(engine_pid, within=5.0)
         finally:
             parent.kill()
+
+
+def test_the_measuring_script_reports_every_figure() -> None:
+    figures = measure(runs=1, parallel=1)
+    assert set(figures) >= {"start_to_healthy_s", "rss_idle_mib", "one_request_tokens_per_s"}
+    assert all(value > 0 for value in figures.values())
