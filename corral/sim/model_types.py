@@ -25,6 +25,8 @@ __all__ = [
     "ReqId",
     "Request",
     "RunnerInfo",
+    "VllmConfig",
+    "VllmStats",
 ]
 
 FOREVER = math.inf
@@ -47,6 +49,7 @@ class Admission(StrEnum):
     BUSY = "busy"  # scheduler queue full: Ollama's 503
     NOT_FOUND = "not_found"  # model not present on disk
     DONE = "done"  # answered at once (unload); its DONE event follows
+    REJECTED = "rejected"  # vLLM: longer than max_model_len, never scheduled
 
 
 class EventKind(StrEnum):
@@ -56,6 +59,7 @@ class EventKind(StrEnum):
     LOAD_STARTED = "load_started"
     LOADED = "loaded"
     UNLOADED = "unloaded"
+    PREEMPTED = "preempted"  # vLLM: blocks taken back; the sequence is recomputed later
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,43 @@ class NodeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VllmConfig:
+    """One vLLM server: its engine limits (``vllm serve`` flags) and the simulator's knobs."""
+
+    max_num_seqs: int = 256  # sequences in the running batch
+    max_num_batched_tokens: int = 8192  # tokens per engine step (chunked prefill budget)
+    max_model_len: int | None = None  # None: the model's context length
+    kv_cache_tokens: int = 262144  # KV cache capacity; blocks = tokens // block_size
+    block_size: int = 16
+    enable_prefix_caching: bool = True
+    batch_slowdown: float = 0.015  # step time grows by this fraction per extra decoding seq
+    speed: float = 1.0
+    zero_delay: bool = False
+    token_chunk: int = 1  # TOKENS event every N tokens; 0 = only FIRST_TOKEN and DONE
+    jitter: float = 0.05  # +- fraction on the node's rates (one seeded draw per node)
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class VllmStats:
+    """Counters of one vLLM engine; the exported ones mirror ``vllm:*_total``."""
+
+    submitted: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    preemptions: int = 0
+    prefix_queries: int = 0  # prompt tokens looked up by first-time requests
+    prefix_hits: int = 0  # of those, tokens found in the cache
+    preempted_queries: int = 0  # re-lookups of preempted requests (not exported)
+    preempted_hits: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    evicted_blocks: int = 0  # cached blocks reused for other data
+    steps: int = 0  # engine steps (a run of identical decode steps counts each one)
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     req_id: ReqId
     model: str
@@ -89,6 +130,7 @@ class Request:
     num_ctx: int | None = None
     done_reason: str = "stop"  # "length" when output_tokens was capped by num_predict
     prefix_hashes: tuple[int, ...] = ()  # prompt block hashes, for a PrefixCache
+    prompt_ids: tuple[int, ...] = ()  # prompt token ids (vLLM hashes them when no prefix_hashes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +143,7 @@ class Metrics:
     prompt_eval_duration: float
     eval_count: int
     eval_duration: float
+    cached_tokens: int = 0  # vLLM: prompt tokens served by the prefix cache
 
 
 @dataclass(frozen=True, slots=True)
