@@ -1,16 +1,29 @@
-"""The Ollama node simulator: one pure node model, two drivers.
+"""The backend simulators: pure node models, two drivers.
 
-:mod:`corral.sim.model` is the node's behaviour (slots, loads, VRAM, eviction,
-keep-alive, token rates) as a pure event model; :mod:`corral.sim.launch` serves it over
-real sockets with Ollama's wire format, and the fleet benchmark runs it in virtual time.
+:mod:`corral.sim.model` is an Ollama node's behaviour (slots, loads, VRAM, eviction,
+keep-alive, token rates) and :mod:`corral.sim.vllm_model` a vLLM server's (continuous
+batching, paged KV cache, prefix cache, preemption), both pure event models;
+:mod:`corral.sim.launch` serves them over real sockets with each server's wire format,
+and the fleet benchmark runs them in virtual time.
 """
 
 from __future__ import annotations
 
 from corral.sim.catalogue import Catalogue, ModelSpec, normalize_name
 from corral.sim.faults import Faults
-from corral.sim.launch import NodeSpec, SimNode, start_node, start_nodes, stop_nodes
+from corral.sim.launch import (
+    NodeSpec,
+    SimNode,
+    VllmNode,
+    VllmSpec,
+    start_node,
+    start_nodes,
+    stop_nodes,
+)
 from corral.sim.model import NodeConfig, NodeModel
+from corral.sim.model_types import VllmConfig
+from corral.sim.vllm_catalogue import served_spec
+from corral.sim.vllm_model import VllmModel
 
 __all__ = [
     "Catalogue",
@@ -20,7 +33,12 @@ __all__ = [
     "NodeModel",
     "NodeSpec",
     "SimNode",
+    "VllmConfig",
+    "VllmModel",
+    "VllmNode",
+    "VllmSpec",
     "normalize_name",
+    "served_spec",
     "start_node",
     "start_nodes",
     "stop_nodes",

@@ -1,4 +1,4 @@
-"""Start simulated Ollama nodes inside a running event loop.
+"""Start simulated nodes (Ollama, or vLLM with a :class:`VllmSpec`) inside a running loop.
 
 For tests and the gateway's demo mode::
 
@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
 
@@ -26,8 +26,17 @@ from corral.sim.faults import Faults
 from corral.sim.model import NodeConfig, NodeModel
 from corral.sim.node import NodeRuntime
 from corral.sim.server import make_app
+from corral.sim.vllm_launch import VllmNode, VllmSpec, start_vllm_node
 
-__all__ = ["NodeSpec", "SimNode", "start_node", "start_nodes", "stop_nodes"]
+__all__ = [
+    "NodeSpec",
+    "SimNode",
+    "VllmNode",
+    "VllmSpec",
+    "start_node",
+    "start_nodes",
+    "stop_nodes",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class NodeSpec:
     faults: Faults = field(default_factory=Faults)
     catalogue: Catalogue | None = None
     name: str = ""
+    dialect: str = "ollama"
 
 
 class SimNode:
@@ -94,7 +104,17 @@ class SimNode:
         return f"SimNode({self.url}, models={[s.name for s in self.model.present()]})"
 
 
-async def start_node(spec: NodeSpec) -> SimNode:
+@overload
+async def start_node(spec: NodeSpec) -> SimNode: ...
+@overload
+async def start_node(spec: VllmSpec) -> VllmNode: ...
+async def start_node(spec: NodeSpec | VllmSpec) -> SimNode | VllmNode:
+    if isinstance(spec, VllmSpec):
+        return await start_vllm_node(spec)
+    return await _start_ollama_node(spec)
+
+
+async def _start_ollama_node(spec: NodeSpec) -> SimNode:
     catalogue = spec.catalogue or Catalogue.builtin()
     names = list(dict.fromkeys([*spec.models, *spec.loaded]))
     model = NodeModel(spec.config, [catalogue.get(n) for n in names])
@@ -124,9 +144,15 @@ def _bound_port(runner: web.AppRunner, asked: int) -> int:
     return asked
 
 
-async def start_nodes(specs: Iterable[NodeSpec]) -> list[SimNode]:
+@overload
+async def start_nodes(specs: Iterable[NodeSpec]) -> list[SimNode]: ...
+@overload
+async def start_nodes(specs: Iterable[VllmSpec]) -> list[VllmNode]: ...
+@overload
+async def start_nodes(specs: Iterable[NodeSpec | VllmSpec]) -> list[SimNode | VllmNode]: ...
+async def start_nodes(specs: Iterable[NodeSpec | VllmSpec]) -> Sequence[SimNode | VllmNode]:
     """Start every node (all or none: a failure stops the ones already up)."""
-    nodes: list[SimNode] = []
+    nodes: list[SimNode | VllmNode] = []
     try:
         for spec in specs:
             nodes.append(await start_node(spec))
@@ -136,5 +162,5 @@ async def start_nodes(specs: Iterable[NodeSpec]) -> list[SimNode]:
     return nodes
 
 
-async def stop_nodes(nodes: Iterable[SimNode]) -> None:
+async def stop_nodes(nodes: Iterable[SimNode | VllmNode]) -> None:
     await asyncio.gather(*(n.stop() for n in nodes))

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from corral.sim.launch import NodeSpec, SimNode, start_node, stop_nodes
-from tests.sim.support import FAST, MODELS
+from corral.sim.launch import NodeSpec, SimNode, VllmNode, VllmSpec, start_node, stop_nodes
+from tests.sim.support import FAST, FAST_VLLM, MODELS, VLLM_MODEL
 
 StartNode = Callable[..., Awaitable[SimNode]]
+StartVllm = Callable[..., Awaitable[VllmNode]]
 
 
 @pytest.fixture
@@ -32,3 +33,24 @@ async def start() -> AsyncIterator[StartNode]:
 @pytest.fixture
 async def sim(start: StartNode) -> SimNode:
     return await start()
+
+
+@pytest.fixture
+async def start_vllm() -> AsyncIterator[StartVllm]:
+    """Start vLLM servers with VllmSpec keywords; all are stopped after the test."""
+    started: list[VllmNode] = []
+
+    async def _start(**kw: Any) -> VllmNode:
+        kw.setdefault("model", VLLM_MODEL)
+        kw.setdefault("config", FAST_VLLM)
+        node = await start_node(VllmSpec(**kw))
+        started.append(node)
+        return node
+
+    yield _start
+    await stop_nodes(started)
+
+
+@pytest.fixture
+async def vllm(start_vllm: StartVllm) -> VllmNode:
+    return await start_vllm()

@@ -1,0 +1,278 @@
+"""vLLM's text endpoints, ``/v1/chat/completions`` and ``/v1/completions``.
+
+Non-streamed answers are one JSON body once the engine is done. Streams are SSE:
+``data: {chunk}`` per token, the chat's first chunk carrying the role, the last delta
+carrying ``finish_reason``, then, only with ``stream_options.include_usage``, a chunk
+with ``choices: []`` and ``usage``, and ``data: [DONE]``. An error after the stream
+began is a ``data: {"error": ...}`` event followed by ``[DONE]``, as vLLM's generators
+do. A client that disconnects aborts its sequence in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from corral.sim.model_types import Event, EventKind, Kind, Request
+from corral.sim.vllm_answer import Call, parse_chat, parse_completion
+from corral.sim.vllm_node import VLLM_RUNTIME, VllmRuntime
+from corral.sim.vllm_wire import (
+    DONE,
+    ENGINE_DEAD,
+    ApiError,
+    decode_json,
+    encode,
+    error_body,
+    json_response,
+    sse,
+)
+
+__all__ = ["chat_completions", "completions"]
+
+
+class _Stop(Exception):
+    """A fault ended the response early."""
+
+
+class _Stream:
+    """Writes SSE events, preparing the response on the first, and plays the
+    mid-stream faults drawn for this request."""
+
+    def __init__(self, request: web.Request, rt: VllmRuntime) -> None:
+        self.request = request
+        self.rt = rt
+        self.resp: web.StreamResponse | None = None
+        self.count = 0
+        f, dice = rt.faults, rt.dice
+        self.after = f.after_chunks
+        self.fault = (
+            "drop_mid_stream"
+            if dice.roll(f.drop_mid_stream)
+            else "error_mid_stream"
+            if dice.roll(f.error_mid_stream)
+            else "malformed_json"
+            if dice.roll(f.malformed_json)
+            else None
+        )
+
+    async def put(self, events: list[bytes], final: bool = False) -> None:
+        out: list[bytes] = []
+        for i, ev in enumerate(events):
+            last = final and i == len(events) - 1
+            if self.fault is not None and (self.count >= self.after or last):
+                kind, self.fault = self.fault, None
+                self.rt.counters.errors[kind] += 1
+                if kind == "malformed_json":
+                    ev = ev[: len(ev) // 2] + b"\n\n"
+                else:
+                    if kind == "error_mid_stream":
+                        out.append(sse(error_body(500, ENGINE_DEAD, "InternalServerError")))
+                        out.append(DONE)
+                    await self._write(out)
+                    if kind == "error_mid_stream" and self.resp is not None:
+                        await self.resp.write_eof()
+                    else:
+                        _cut(self.request)
+                    raise _Stop(kind)
+            out.append(ev)
+            self.count += 1
+        await self._write(out)
+
+    async def _write(self, out: list[bytes]) -> None:
+        if self.resp is None:
+            self.resp = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream; charset=utf-8"}
+            )
+            await self.resp.prepare(self.request)
+        if out:
+            await self.resp.write(b"".join(out))
+
+
+def _cut(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+class _Answer:
+    """The response objects of one call (ids and timestamps fixed at the start)."""
+
+    def __init__(self, rt: VllmRuntime, call: Call) -> None:
+        self.call = call
+        chat = call.api == "chat"
+        self.id = rt.new_id("chatcmpl" if chat else "cmpl")
+        self.created = int(rt.created + rt.now())
+        self.object = "chat.completion.chunk" if chat else "text_completion"
+
+    def whole(self) -> dict[str, Any]:
+        c = self.call
+        choice: dict[str, Any]
+        if c.api == "chat":
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": c.content,
+                "refusal": None,
+                "annotations": None,
+                "audio": None,
+                "function_call": None,
+                "reasoning": c.reasoning,
+            }
+            if c.tool_calls:
+                message["tool_calls"] = c.tool_calls
+            choice = {"index": 0, "message": message, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": c.content or "", "logprobs": None}
+        choice.update(finish_reason=c.finish_reason, stop_reason=c.stop_reason)
+        return {
+            "id": self.id,
+            "object": "chat.completion" if c.api == "chat" else "text_completion",
+            "created": self.created,
+            "model": c.model,
+            "choices": [choice],
+            "usage": c.usage(),
+            "system_fingerprint": None,
+        }
+
+    def chunk(self, delta: dict[str, Any], sent: int, finish: str | None = None) -> bytes:
+        c = self.call
+        choice: dict[str, Any] = {"index": 0}
+        if c.api == "chat":
+            choice["delta"] = delta
+        else:
+            choice["text"] = delta.get("text", "")
+        choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        if finish is not None:
+            choice["stop_reason"] = c.stop_reason
+        out: dict[str, Any] = {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": c.model,
+            "choices": [choice],
+        }
+        if c.continuous_usage:
+            out["usage"] = c.usage(sent)
+        return sse(out)
+
+    def usage_chunk(self) -> bytes:
+        return sse(
+            {
+                "id": self.id,
+                "object": self.object,
+                "created": self.created,
+                "model": self.call.model,
+                "choices": [],
+                "usage": self.call.usage(),
+            }
+        )
+
+
+async def _infer(request: web.Request, api: str) -> web.StreamResponse:
+    rt = request.app[VLLM_RUNTIME]
+    rt.counters.requests += 1
+    body = decode_json(await request.read())
+    parse = parse_chat if api == "chat" else parse_completion
+    call = parse(body, rt.served, rt.spec, rt.vocab, rt.model.max_model_len)
+    refusal = rt.refusal()
+    if refusal is not None:
+        raise refusal
+    req = Request(
+        rt.next_id(),
+        rt.spec.name,
+        Kind.CHAT if api == "chat" else Kind.GENERATE,
+        prompt_tokens=call.prompt_tokens,
+        output_tokens=call.output_tokens,
+        done_reason=call.finish_reason,
+        prompt_ids=tuple(call.prompt_ids),
+    )
+    return await _serve(request, rt, call, req)
+
+
+async def _serve(
+    request: web.Request, rt: VllmRuntime, call: Call, req: Request
+) -> web.StreamResponse:
+    inbox = rt.submit(req)
+    answer = _Answer(rt, call)
+    stream = _Stream(request, rt)
+    finished = False
+    try:
+        if not call.stream:
+            await inbox.done()
+            finished = True
+            return _whole(request, rt, answer, stream)
+        # Headers go out at once (Starlette's StreamingResponse); the body waits for tokens.
+        await stream.put([])
+        sent = 0
+        first = call.api == "chat"
+        while True:
+            events = await inbox.get()
+            done = next((e for e in events if e.kind is EventKind.DONE), None)
+            upto = call.output_tokens if done else max(_tokens(events), sent)
+            upto = min(upto, call.output_tokens)
+            last = upto - 1 if done is not None else -1
+            out = [
+                answer.chunk(call.deltas[i], i + 1, call.finish_reason if i == last else None)
+                for i in range(sent, upto)
+            ]
+            if first and (out or done is not None):
+                # vLLM sends the role with the engine's first output.
+                out.insert(0, answer.chunk({"role": "assistant", "content": ""}, 0))
+                first = False
+            sent = upto
+            if done is None:
+                await stream.put(out)
+                continue
+            if not call.deltas:
+                empty: dict[str, Any] = {"content": ""} if call.api == "chat" else {"text": ""}
+                out.append(answer.chunk(empty, 0, call.finish_reason))
+            if call.include_usage:
+                out.append(answer.usage_chunk())
+            out.append(DONE)
+            finished = True
+            await stream.put(out, final=True)
+            assert stream.resp is not None
+            await stream.resp.write_eof()
+            rt.counters.completed += 1
+            return stream.resp
+    except ConnectionError:
+        raise asyncio.CancelledError() from None  # the client left while we wrote
+    except _Stop:
+        finished = True
+        rt.cancel(req.req_id)  # the engine must not keep generating for a gone client
+        if stream.resp is not None:
+            return stream.resp
+        raise asyncio.CancelledError() from None
+    finally:
+        if not finished:
+            rt.cancel(req.req_id)
+            rt.counters.cancelled += 1
+
+
+def _tokens(events: list[Event]) -> int:
+    return max((e.tokens for e in events if e.kind is not EventKind.PREEMPTED), default=0)
+
+
+def _whole(request: web.Request, rt: VllmRuntime, answer: _Answer, stream: _Stream) -> web.Response:
+    body = encode(answer.whole())
+    if stream.fault is not None:
+        kind = stream.fault
+        rt.counters.errors[kind] += 1
+        if kind == "malformed_json":
+            body = body[: len(body) // 2]
+        elif kind == "error_mid_stream":
+            raise ApiError(500, ENGINE_DEAD, "InternalServerError")
+        else:
+            _cut(request)
+            raise _Stop(kind)
+    rt.counters.completed += 1
+    return json_response(body)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _infer(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _infer(request, "completion")
