@@ -1,4 +1,4 @@
-"""``corral sim``: run simulated Ollama nodes on local ports.
+"""``corral sim``: run simulated Ollama nodes (or vLLM servers) on local ports.
 
 :func:`sim` is a plain function whose parameters carry Typer options, so the gateway's
 CLI can register it as a command (``app.command("sim")(sim)``);
@@ -17,11 +17,16 @@ import typer
 
 from corral.sim.catalogue import Catalogue
 from corral.sim.faults import Faults
-from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
+from corral.sim.launch import NodeSpec, SimNode, VllmNode, VllmSpec, start_nodes, stop_nodes
 from corral.sim.model import NodeConfig
+from corral.sim.model_types import VllmConfig
+from corral.sim.vllm_catalogue import served_spec
 from corral.sim.wire import BadRequest, parse_keep_alive
 
-__all__ = ["build_specs", "parse_cli_keep_alive", "serve", "sim"]
+__all__ = ["build_specs", "build_vllm_specs", "parse_cli_keep_alive", "serve", "sim"]
+
+DIALECTS = ("ollama", "vllm")
+DEFAULT_MODELS = {"ollama": "llama3.2:1b,qwen2.5:7b", "vllm": "Qwen/Qwen2.5-7B-Instruct"}
 
 
 def parse_cli_keep_alive(text: str) -> float:
@@ -92,13 +97,85 @@ def build_specs(
     return specs
 
 
-def _describe(node: SimNode) -> str:
+def build_vllm_specs(
+    *,
+    port: int = 11500,
+    host: str = "127.0.0.1",
+    models: str = DEFAULT_MODELS["vllm"],
+    nodes: int = 1,
+    catalogue: Path | None = None,
+    zero_delay: bool = False,
+    speed: float = 1.0,
+    seed: int = 0,
+    max_num_seqs: int = 256,
+    max_num_batched_tokens: int = 8192,
+    max_model_len: int | None = None,
+    kv_cache_tokens: int = 262144,
+    prefix_caching: bool = True,
+    faults: Faults | None = None,
+) -> list[VllmSpec]:
+    """vLLM server specs: N servers on consecutive ports, one model each.
+
+    ``models`` names one model for every server, or exactly one per server.
+    """
+    if nodes < 1:
+        raise typer.BadParameter("--nodes must be at least 1")
+    names = _names(models)
+    if len(names) not in (1, nodes):
+        raise typer.BadParameter(
+            f"--models for vLLM names one model, or one per node ({nodes}); got {len(names)}"
+        )
+    if min(max_num_seqs, max_num_batched_tokens, kv_cache_tokens) < 1:
+        raise typer.BadParameter("--max-num-seqs, --max-num-batched-tokens, --kv-cache-tokens > 0")
+    cat = Catalogue.load(catalogue) if catalogue is not None else None
+    for name in names:
+        # vLLM refuses to start when one max_model_len sequence cannot fit in the cache.
+        need = max_model_len or served_spec(name, cat).context_length
+        if need > kv_cache_tokens:
+            raise typer.BadParameter(
+                f"max_model_len {need} of {name} needs more KV cache than --kv-cache-tokens "
+                f"{kv_cache_tokens} holds; lower --max-model-len or raise --kv-cache-tokens"
+            )
+    specs = []
+    for i in range(nodes):
+        config = VllmConfig(
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_model_len=max_model_len,
+            kv_cache_tokens=kv_cache_tokens,
+            enable_prefix_caching=prefix_caching,
+            speed=speed,
+            zero_delay=zero_delay,
+            token_chunk=0 if zero_delay else 1,
+            seed=seed + i,
+        )
+        specs.append(
+            VllmSpec(
+                port=port + i if port else 0,
+                host=host,
+                model=names[i] if len(names) == nodes else names[0],
+                config=config,
+                faults=faults or Faults(),
+                catalogue=cat,
+                name=f"node{i}",
+            )
+        )
+    return specs
+
+
+def _describe(node: SimNode | VllmNode) -> str:
+    if isinstance(node, VllmNode):
+        m = node.model
+        return (
+            f"corral sim: {node.name} {node.url} dialect=vllm model={m.spec.name} "
+            f"max_model_len={m.max_model_len} max_num_seqs={m.config.max_num_seqs}"
+        )
     present = ",".join(s.name for s in node.model.present()) or "-"
     loaded = ",".join(r.model for r in node.model.runners(node.runtime.now())) or "-"
     return f"corral sim: {node.name} {node.url} models={present} loaded={loaded}"
 
 
-async def serve(specs: Sequence[NodeSpec], stop: asyncio.Event | None = None) -> None:
+async def serve(specs: Sequence[NodeSpec | VllmSpec], stop: asyncio.Event | None = None) -> None:
     """Run the nodes until ``stop`` is set (or SIGINT/SIGTERM)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,15 +194,19 @@ async def serve(specs: Sequence[NodeSpec], stop: asyncio.Event | None = None) ->
 
 
 def sim(
+    dialect: str = typer.Option(
+        "ollama", "--dialect", help="Which server to simulate: ollama (default) or vllm."
+    ),
     port: int = typer.Option(
         11500, "--port", help="Port of the first node; more nodes take the next ones. 0 = any."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    models: str = typer.Option(
-        "llama3.2:1b,qwen2.5:7b",
+    models: str | None = typer.Option(
+        None,
         "--models",
-        help="Models present on each node, comma-separated. Any name works: sizes are "
-        "guessed from the tag (:7b, -13b) when the catalogue does not know it.",
+        help="Ollama: models present on each node, comma-separated (default "
+        "llama3.2:1b,qwen2.5:7b). vLLM: the served model, or one per node (default "
+        "Qwen/Qwen2.5-7B-Instruct). Any name works: sizes are guessed from it (:7b, -13b).",
     ),
     nodes: int = typer.Option(1, "--nodes", help="How many nodes to run (consecutive ports)."),
     catalogue: Path | None = typer.Option(  # noqa: B008 -- Typer reads its options here
@@ -171,8 +252,25 @@ def sim(
     busy: bool = typer.Option(
         False, "--busy", help='Answer every inference request 503 "server busy".'
     ),
+    max_num_seqs: int = typer.Option(
+        256, "--max-num-seqs", help="vLLM: sequences in the running batch; more wait."
+    ),
+    max_num_batched_tokens: int = typer.Option(
+        8192, "--max-num-batched-tokens", help="vLLM: tokens per engine step (prefill chunk)."
+    ),
+    max_model_len: int | None = typer.Option(
+        None, "--max-model-len", help="vLLM: context length; longer requests get 400."
+    ),
+    kv_cache_tokens: int = typer.Option(
+        262144, "--kv-cache-tokens", help="vLLM: KV cache capacity in tokens (16-token blocks)."
+    ),
+    prefix_caching: bool = typer.Option(
+        True, "--prefix-caching/--no-prefix-caching", help="vLLM: automatic prefix caching."
+    ),
 ) -> None:
-    """Run simulated Ollama nodes (scheduling, loads, keep-alive, faults) on local ports."""
+    """Run simulated Ollama nodes or vLLM servers (scheduling, caches, faults) on local ports."""
+    if dialect not in DIALECTS:
+        raise typer.BadParameter(f"--dialect must be one of {', '.join(DIALECTS)}")
     try:
         faults = Faults().updated(
             {
@@ -187,10 +285,30 @@ def sim(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    specs: Sequence[NodeSpec | VllmSpec]
+    if dialect == "vllm":
+        specs = build_vllm_specs(
+            port=port,
+            host=host,
+            models=models or DEFAULT_MODELS["vllm"],
+            nodes=nodes,
+            catalogue=catalogue,
+            zero_delay=zero_delay,
+            speed=speed,
+            seed=seed,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_model_len=max_model_len,
+            kv_cache_tokens=kv_cache_tokens,
+            prefix_caching=prefix_caching,
+            faults=faults,
+        )
+        asyncio.run(serve(specs))
+        return
     specs = build_specs(
         port=port,
         host=host,
-        models=models,
+        models=models or DEFAULT_MODELS["ollama"],
         nodes=nodes,
         catalogue=catalogue,
         zero_delay=zero_delay,

@@ -7,13 +7,15 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import typer
 import typer.main
 
-from corral.sim.cli import build_specs, sim
+from corral.sim.cli import build_specs, build_vllm_specs, sim
 from corral.sim.faults import Faults
 
 FLAGS = {
+    "--dialect",
     "--port",
     "--host",
     "--models",
@@ -35,6 +37,11 @@ FLAGS = {
     "--drop-mid-stream",
     "--malformed-json",
     "--busy",
+    "--max-num-seqs",
+    "--max-num-batched-tokens",
+    "--max-model-len",
+    "--kv-cache-tokens",
+    "--prefix-caching",
 }
 
 
@@ -104,6 +111,82 @@ def test_python_m_corral_sim_serves_and_prints_one_line_per_node() -> None:
                 timeout=10,
             )
             assert r.status_code == 200 and r.json()["done"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_vllm_specs_serve_one_model_each_on_consecutive_ports() -> None:
+    same = build_vllm_specs(port=11600, nodes=2, models="Qwen/Qwen2.5-7B-Instruct", seed=3)
+    assert [(s.port, s.model, s.config.seed) for s in same] == [
+        (11600, "Qwen/Qwen2.5-7B-Instruct", 3),
+        (11601, "Qwen/Qwen2.5-7B-Instruct", 4),
+    ]
+    each = build_vllm_specs(
+        nodes=2,
+        models="a-7b,b-1b",
+        max_num_seqs=8,
+        max_num_batched_tokens=1024,
+        max_model_len=4096,
+        kv_cache_tokens=8192,
+        prefix_caching=False,
+        zero_delay=True,
+        faults=Faults(busy=True),
+    )
+    assert [s.model for s in each] == ["a-7b", "b-1b"]
+    config = each[0].config
+    assert (config.max_num_seqs, config.max_num_batched_tokens) == (8, 1024)
+    assert (config.max_model_len, config.kv_cache_tokens) == (4096, 8192)
+    assert not config.enable_prefix_caching and config.token_chunk == 0
+    assert each[1].faults.busy
+
+
+def test_vllm_specs_refuse_a_model_count_or_cache_that_cannot_work() -> None:
+    with pytest.raises(typer.BadParameter, match="one per node"):
+        build_vllm_specs(nodes=3, models="a,b")
+    with pytest.raises(typer.BadParameter, match="--kv-cache-tokens"):
+        build_vllm_specs(models="Qwen/Qwen2.5-7B-Instruct", kv_cache_tokens=1000)
+
+
+def test_python_m_corral_sim_dialect_vllm_serves_openai() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "corral.sim",
+            "--dialect",
+            "vllm",
+            "--port",
+            "0",
+            "--nodes",
+            "2",
+            "--zero-delay",
+            "--models",
+            "Qwen/Qwen2.5-0.5B-Instruct,Qwen/Qwen2.5-1.5B-Instruct",
+            "--max-num-seqs",
+            "4",
+            "--max-model-len",
+            "2048",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        assert all("dialect=vllm" in line and "max_model_len=2048" in line for line in lines)
+        for line, size in zip(lines, ("0.5B", "1.5B"), strict=True):
+            url = line.split()[3]
+            models = httpx.get(f"{url}/v1/models", timeout=10).json()["data"]
+            assert [m["id"] for m in models] == [f"Qwen/Qwen2.5-{size}-Instruct"]
+            r = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+                timeout=10,
+            )
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
