@@ -28,8 +28,9 @@ from corral.sim.vllm_wire import ENGINE_DEAD, ApiError, ServedName, id_maker
 
 __all__ = ["VLLM_RUNTIME", "VllmRuntime"]
 
-# A vLLM release whose API the simulator follows (nested errors, `reasoning` field).
-VLLM_VERSION = "0.11.0"
+# A vLLM release whose API the simulator follows: nested errors, `reasoning` (no longer
+# `reasoning_content`), the V1 engine's metrics.
+VLLM_VERSION = "0.17.1"
 
 
 class VllmRuntime:
