@@ -20,6 +20,7 @@ __all__ = [
     "Message",
     "Reply",
     "Sampling",
+    "Timings",
     "ToolCall",
     "Usage",
 ]
@@ -94,6 +95,10 @@ class CompletionRequest:
     system: str | None = None
     raw: bool = False
     images: list[str] = field(default_factory=list)
+    # Ollama-only: a prompt template override and the token context of an earlier
+    # answer. Kept so a writer for another dialect can report them as dropped.
+    template: str | None = None
+    context: list[int] | None = None
     format: str | dict[str, Any] | None = None
     think: bool | str | None = None
     sampling: Sampling = field(default_factory=Sampling)
@@ -124,6 +129,16 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Timings:
+    """Durations in nanoseconds, as Ollama reports them; None where unknown."""
+
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_duration: int | None = None
+
+
+@dataclass(slots=True)
 class Delta:
     """One piece of a streamed answer."""
 
@@ -133,6 +148,7 @@ class Delta:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: str | None = None
+    timings: Timings | None = None
 
 
 @dataclass(slots=True)
@@ -146,6 +162,7 @@ class Reply:
     finish_reason: str | None = None
     usage: Usage | None = None
     created: int = 0
+    timings: Timings | None = None
 
 
 @dataclass(slots=True)
