@@ -131,11 +131,11 @@ def split_image_url(url: str, *, param: str) -> tuple[str | None, str | None]:
     if url.startswith("data:"):
         meta, sep, data = url.partition(",")
         if not sep or not meta.endswith(";base64"):
-            raise InvalidField("image data URIs must be base64 encoded", param=param)
+            raise InvalidField(f"{param}: image data URIs must be base64 encoded", param=param)
         return data, None
     if url.startswith(("http://", "https://")):
         return None, url
-    raise InvalidField("image_url must be a data: URI or an http(s) URL", param=param)
+    raise InvalidField(f"{param} must be a data: URI or an http(s) URL", param=param)
 
 
 def call_id(seed: str, n: int) -> str:
@@ -152,7 +152,9 @@ def args_to_object(text: str, *, param: str) -> dict[str, Any]:
     try:
         return _object.decode(text or "{}")
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise InvalidField("tool call arguments must be a JSON object", param=param) from None
+        raise InvalidField(
+            f"{param}: tool call arguments must be a JSON object", param=param
+        ) from None
 
 
 def object_to_args(obj: Any) -> str:

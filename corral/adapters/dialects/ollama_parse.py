@@ -118,7 +118,7 @@ def _int(options: dict[str, Any], key: str) -> int | None:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise InvalidField(f"option {key} must be an integer", param=f"options.{key}")
+    raise InvalidField(f"options.{key} must be an integer", param=f"options.{key}")
 
 
 def _float(options: dict[str, Any], key: str) -> float | None:
@@ -127,7 +127,7 @@ def _float(options: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    raise InvalidField(f"option {key} must be a number", param=f"options.{key}")
+    raise InvalidField(f"options.{key} must be a number", param=f"options.{key}")
 
 
 def sampling_from_options(options: dict[str, Any] | None) -> Sampling:
@@ -138,7 +138,7 @@ def sampling_from_options(options: dict[str, Any] | None) -> Sampling:
     floats = {k: _float(options, k) for k in _FLOAT_OPTIONS}
     stop = options.get("stop")
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise InvalidField("option stop must be a list of strings", param="options.stop")
+        raise InvalidField("options.stop must be a list of strings", param="options.stop")
     num_predict = ints["num_predict"]
     known = {*_INT_OPTIONS, *_FLOAT_OPTIONS, "stop"}
     return Sampling(
@@ -174,7 +174,8 @@ def _format(value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
 def _message(i: int, m: _Message) -> Message:
     if m.role not in _ROLES:
         raise InvalidField(
-            "role must be system, user, assistant or tool", param=f"messages[{i}].role"
+            f"messages[{i}].role must be system, user, assistant or tool",
+            param=f"messages[{i}].role",
         )
     msg = Message(
         role=m.role,

@@ -171,7 +171,7 @@ def _format(rf: _ResponseFormat | None) -> str | dict[str, Any] | None:
         return "json"
     if rf.json_schema is None or rf.json_schema.schema is None:
         param = "response_format.json_schema.schema"
-        raise InvalidField("json_schema response format needs a schema", param=param)
+        raise InvalidField(f"{param} is required for a json_schema response format", param=param)
     return rf.json_schema.schema
 
 
@@ -179,7 +179,8 @@ def _content(i: int, m: _Message, msg: Message) -> None:
     if m.content is None:
         # Only an assistant turn may omit content (it called tools, or said nothing).
         if m.role != "assistant":
-            raise InvalidField("message content is required", param=f"messages[{i}].content")
+            param = f"messages[{i}].content"
+            raise InvalidField(f"{param} is required", param=param)
         return
     if isinstance(m.content, str):
         msg.content = m.content
