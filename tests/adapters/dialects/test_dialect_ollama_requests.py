@@ -267,3 +267,25 @@ def test_embed_body_sends_a_list() -> None:
     req = EmbedRequest(model="m", inputs=["x"], single=True, truncate=False, dimensions=3)
     out = ollama.embed_body(req, "m")
     assert sent(out) == {"model": "m", "input": ["x"], "truncate": False, "dimensions": 3}
+
+
+def test_templated_generate_goes_to_openai_as_a_one_turn_chat() -> None:
+    from corral.adapters.dialects import openai
+    from corral.adapters.dialects.convert import completion_as_chat
+
+    req = ollama.parse_generate(
+        body(prompt="Why?", system="Be short.", images=["abc"], options={"num_predict": 5})
+    )
+    as_chat = completion_as_chat(req)
+    assert [(m.role, m.content, m.images) for m in as_chat.messages] == [
+        ("system", "Be short.", []),
+        ("user", "Why?", ["abc"]),
+    ]
+    sent_body = json.loads(openai.chat_body(as_chat, "m").body)
+    assert sent_body["max_tokens"] == 5 and sent_body["stream"] is True
+    assert sent_body["messages"][1]["content"][1]["image_url"]["url"].endswith(",abc")
+
+
+def test_outgoing_unpacks_as_body_and_dropped() -> None:
+    data, dropped = ollama.chat_body(ChatRequest(model="m", messages=[], tool_choice="none"), "m")
+    assert json.loads(data)["model"] == "m" and dropped == ["tool_choice"]
