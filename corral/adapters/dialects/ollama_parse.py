@@ -47,7 +47,7 @@ class _ToolCall(msgspec.Struct):
 
 class _Message(msgspec.Struct):
     role: str
-    content: str = ""
+    content: str | None = ""
     thinking: str | None = None
     images: list[str] | None = None
     tool_calls: list[_ToolCall] | None = None
@@ -179,7 +179,7 @@ def _message(i: int, m: _Message) -> Message:
         )
     msg = Message(
         role=m.role,
-        content=m.content,
+        content=m.content or "",
         images=list(m.images or ()),
         tool_call_id=m.tool_call_id,
         tool_name=m.tool_name,

@@ -38,6 +38,9 @@ class _Partial:
         self.name = ""
         self.args: list[str] = []
 
+    def whole(self, index: int) -> ToolCall:
+        return ToolCall(self.name, "".join(self.args) or "{}", self.id, index)
+
 
 class StreamDecoder:
     """SSE bytes from an OpenAI-kind backend (chat or completion) → Deltas.
@@ -46,12 +49,13 @@ class StreamDecoder:
     unfinished (an unterminated last event, held tool calls or finish).
     """
 
-    __slots__ = ("_buf", "_calls", "_data", "_done", "_final", "_usage_seen")
+    __slots__ = ("_buf", "_calls", "_closed_calls", "_data", "_done", "_final", "_usage_seen")
 
     def __init__(self) -> None:
         self._buf = b""
         self._data: list[bytes] = []
         self._calls: dict[int, _Partial] = {}
+        self._closed_calls: list[ToolCall] = []
         self._final: Delta | None = None
         self._done = False
         self._usage_seen = False
@@ -141,6 +145,11 @@ class StreamDecoder:
     def _accumulate(self, fragments: list[ToolCallIn]) -> None:
         for frag in fragments:
             call = self._calls.get(frag.index)
+            if call is not None and frag.id and call.id and frag.id != call.id:
+                # A new call reusing an index (Ollama's /v1 sends whole calls, each
+                # possibly at index 0): the earlier one is complete.
+                self._closed_calls.append(call.whole(len(self._closed_calls)))
+                call = None
             if call is None:
                 call = self._calls[frag.index] = _Partial()
             if frag.id:
@@ -153,10 +162,9 @@ class StreamDecoder:
                     call.args.append(fn.arguments)
 
     def _complete(self) -> list[ToolCall]:
-        calls = [
-            ToolCall(c.name, "".join(c.args) or "{}", c.id, index)
-            for index, c in sorted(self._calls.items())
-        ]
+        calls, base = self._closed_calls, len(self._closed_calls)
+        calls += [c.whole(base + n) for n, (_, c) in enumerate(sorted(self._calls.items()))]
+        self._closed_calls = []
         self._calls.clear()
         return calls
 
@@ -164,7 +172,7 @@ class StreamDecoder:
         if self._final is not None:
             out.append(self._final)
             self._final = None
-        elif self._calls:
+        elif self._calls or self._closed_calls:
             # The stream ended without a finish_reason; still hand over whole calls.
             out.append(Delta(tool_calls=self._complete(), finish_reason="tool_calls"))
 

@@ -289,3 +289,8 @@ def test_templated_generate_goes_to_openai_as_a_one_turn_chat() -> None:
 def test_outgoing_unpacks_as_body_and_dropped() -> None:
     data, dropped = ollama.chat_body(ChatRequest(model="m", messages=[], tool_choice="none"), "m")
     assert json.loads(data)["model"] == "m" and dropped == ["tool_choice"]
+
+
+def test_null_message_content_reads_as_empty() -> None:
+    req = ollama.parse_chat(body(messages=[{"role": "assistant", "content": None}]))
+    assert req.messages[0].content == ""

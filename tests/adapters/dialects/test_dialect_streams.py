@@ -477,3 +477,15 @@ def test_translated_stream_ollama_backend_to_openai_client() -> None:
     assert [(c.name, json.loads(c.arguments), c.id) for c in calls] == [
         ("weather", {"city": "Paris"}, "call_9")
     ]
+
+
+def test_openai_decoder_whole_calls_reusing_an_index_stay_apart() -> None:
+    def whole(call_id: str, name: str) -> dict[str, Any]:
+        fn = {"name": name, "arguments": "{}"}
+        return chunk(
+            {"tool_calls": [{"index": 0, "id": call_id, "type": "function", "function": fn}]}
+        )
+
+    data = sse(whole("call_a", "f"), whole("call_b", "g"), chunk({}, "tool_calls"), "[DONE]")
+    (delta,) = feed_in(openai.StreamDecoder(), data, [])
+    assert delta.tool_calls == [ToolCall("f", "{}", "call_a", 0), ToolCall("g", "{}", "call_b", 1)]
