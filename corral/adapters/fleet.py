@@ -221,6 +221,15 @@ class Fleet:
             self._mark_down(state, why, asyncio.get_running_loop().time())
             self.probe_soon()
 
+    def upstream_name(self, name: str, model: str) -> str:
+        """The name backend ``name`` uses for ``model`` (a normalized key)."""
+        entry = self.tag_entries.get(name, {}).get(model)
+        if entry is not None:
+            upstream = entry.get("id") or entry.get("model") or entry.get("name")
+            if isinstance(upstream, str):
+                return upstream
+        return model
+
     def forget_model(self, name: str, model: str) -> None:
         self.dispatcher.forget_model(name, model)
         self.tag_entries.get(name, {}).pop(model, None)
@@ -292,8 +301,10 @@ def _parse_model_list(kind: BackendKind, body: bytes) -> dict[str, dict[str, Any
             if isinstance(name, str):
                 out[normalize_model(name)] = entry
     else:
+        # Keyed like Ollama names (a bare id means id:latest) so one lookup serves
+        # both kinds; the entry keeps the id the backend wants to hear.
         for entry in data.get("data") or []:
             name = entry.get("id")
             if isinstance(name, str):
-                out[name] = entry
+                out[normalize_model(name)] = entry
     return out

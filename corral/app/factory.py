@@ -14,8 +14,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from corral.app.asgi import Receive, Scope, Send
+from corral.app.fleetview import fleet_headers
 from corral.app.gateway import Gateway
-from corral.app.ollama_api import fleet_headers, ollama_routes
+from corral.app.ollama_api import ollama_routes
+from corral.app.openai_api import openai_routes
 from corral.app.pipeline import Pipeline
 from corral.config import Settings
 from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
@@ -71,7 +73,7 @@ def create_app(
                 max_age=settings.cors.max_age_s,
             )
         )
-    routes = ollama_routes(gw)
+    routes = [*ollama_routes(gw), *openai_routes(gw)]
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -24,12 +24,13 @@ from corral.app.fanout import (
     parse_manage,
     spool_blob,
 )
+from corral.app.fleetview import fleet_headers, fleet_models, ollama_tag
 from corral.app.gateway import Gateway
-from corral.app.pipeline import Pipeline, read_request_body, request_id
+from corral.app.pipeline import Pipeline, read_request_body
 from corral.app.relay import parse_ollama, relay
 from corral.core.types import BackendState
 
-__all__ = ["fleet_headers", "ollama_routes"]
+__all__ = ["ollama_routes"]
 
 _INFERENCE = ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show")
 
@@ -40,14 +41,6 @@ def _json(request: Request, data: Any, backends: list[BackendState]) -> Response
         media_type="application/json",
         headers=fleet_headers(request, backends),
     )
-
-
-def fleet_headers(request: Request, backends: list[BackendState]) -> dict[str, str]:
-    """Headers of an answer that speaks for several backends (or none)."""
-    return {
-        "X-Corral-Request-Id": request_id(request.scope),
-        "X-Corral-Backend": ",".join(b.name for b in backends) or "none",
-    }
 
 
 def ollama_routes(gw: Gateway) -> list[BaseRoute]:
@@ -95,12 +88,9 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
 
     async def tags(request: Request) -> Response:
         """The fleet's models, one entry per model (from the last probe of each backend)."""
-        merged: dict[str, dict[str, Any]] = {}
-        backends = gw.fleet.routable("ollama")
-        for b in backends:
-            for name, entry in gw.fleet.tag_entries.get(b.name, {}).items():
-                merged.setdefault(name, entry)
-        return _json(request, {"models": list(merged.values())}, backends)
+        merged, backends = fleet_models(gw)
+        tags = [ollama_tag(name, entry) for name, entry in merged.items()]
+        return _json(request, {"models": tags}, backends)
 
     async def ps(request: Request) -> Response:
         """What is loaded where: every backend's /api/ps, each entry marked with its backend."""

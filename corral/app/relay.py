@@ -15,10 +15,13 @@ import logging
 import aiohttp
 import msgspec
 
+from corral.adapters.dialects import openai as openai_dialect
 from corral.adapters.ollama import Final, decode_request, read_final
 from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest, UpstreamResponse
 from corral.app.asgi import Watchdog
 from corral.app.pipeline import RequestContext
+from corral.app.plans import Plan, StreamHandler, make_plan
+from corral.core.canonical import ChatRequest, CompletionRequest, EmbedRequest, Usage
 from corral.core.errors import (
     CorralError,
     ModelNotFound,
@@ -30,12 +33,27 @@ from corral.core.errors import (
 from corral.core.names import normalize_model
 from corral.core.types import RequestInfo, RouteDecision
 
-__all__ = ["parse_ollama", "relay"]
+__all__ = ["parse_ollama", "parse_openai", "relay"]
 
 log = logging.getLogger("corral.relay")
 
 _FORWARD_HEADERS = {"content-type": "application/json"}
 _NDJSON = b"application/x-ndjson"
+_JSON = b"application/json"
+
+
+async def parse_openai(ctx: RequestContext) -> None:
+    req: ChatRequest | CompletionRequest | EmbedRequest
+    if ctx.endpoint == "/v1/chat/completions":
+        req = openai_dialect.parse_chat(ctx.body)
+    elif ctx.endpoint == "/v1/completions":
+        req = openai_dialect.parse_completion(ctx.body)
+    else:
+        req = openai_dialect.parse_embed(ctx.body)
+    ctx.parsed = req
+    ctx.requested_model = req.model
+    ctx.model = normalize_model(req.model)
+    ctx.stream = not isinstance(req, EmbedRequest) and req.stream
 
 
 async def parse_ollama(ctx: RequestContext) -> None:
@@ -147,8 +165,26 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
     gw = ctx.gw
     timeouts = gw.settings.timeouts
     transport = gw.fleet.transports[decision.backend]
+    state = gw.fleet.backends[decision.backend]
+    upstream_model = gw.fleet.upstream_name(decision.backend, ctx.model)
+    plan = make_plan(
+        ctx, state.kind, upstream_model, gw.fleet.tag_entries[decision.backend].get(ctx.model)
+    )
+    if plan.mode == "local":
+        ctx.status = 200
+        await _start(ctx, 200, _JSON, len(plan.body))
+        ctx.finished = True
+        await ctx.send({"type": "http.response.body", "body": plan.body})
+        return
+    if plan.dropped and log.isEnabledFor(logging.INFO):
+        log.info(
+            "request %s: %s cannot carry %s; dropped",
+            ctx.request_id,
+            decision.backend,
+            ", ".join(plan.dropped),
+        )
     request = UpstreamRequest(
-        "POST", ctx.endpoint, ctx.body, {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id}
+        "POST", plan.path, plan.body, {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id}
     )
     watchdog = Watchdog(timeouts.first_byte_s, timeouts.request_s)
     resp: UpstreamResponse | None = None
@@ -160,11 +196,16 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
                 gw.fleet.report_unreachable(decision.backend, str(exc))
             raise _Retry(UpstreamError(f"backend {decision.backend} unreachable: {exc}")) from None
         if resp.status != 200:
-            await _upstream_failed(ctx, decision, resp)
-        elif ctx.stream:
-            await _relay_stream(ctx, resp, watchdog)
+            await _upstream_failed(ctx, decision, resp, plan)
+        elif plan.mode == "ollama-pass":
+            if ctx.stream:
+                await _relay_stream(ctx, resp, watchdog)
+            else:
+                await _relay_whole(ctx, resp, watchdog)
+        elif ctx.stream and plan.stream is not None:
+            await _relay_handled_stream(ctx, resp, watchdog, plan.stream())
         else:
-            await _relay_whole(ctx, resp, watchdog)
+            await _relay_planned_whole(ctx, resp, watchdog, plan)
     except asyncio.CancelledError:
         if watchdog.fired is None or ctx.client_gone:
             raise
@@ -191,7 +232,7 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
 
 
 async def _upstream_failed(
-    ctx: RequestContext, decision: RouteDecision, resp: UpstreamResponse
+    ctx: RequestContext, decision: RouteDecision, resp: UpstreamResponse, plan: Plan
 ) -> None:
     """A non-200 answer: retry elsewhere when another backend may do better, else relay it."""
     body = await resp.read()
@@ -205,9 +246,12 @@ async def _upstream_failed(
                 retry_after=retry_after,
             )
         )
-    if resp.status == 404 and "not found" in message:
+    if resp.status == 404 and ("not found" in message or "does not exist" in message):
         # Its model list was stale; another holder may still serve it.
         raise _Retry(ModelNotFound(ctx.requested_model), forget_model=True)
+    if plan.translating:
+        # The client's own mistake, said again in the client's dialect.
+        raise CorralError(message, status=resp.status)
     # Any other 4xx is the client's problem: relay it as the backend said it.
     ctx.status = resp.status
     ctx.error = message
@@ -288,6 +332,74 @@ async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: W
         gw.open_streams -= 1
 
 
+async def _relay_planned_whole(
+    ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog, plan: Plan
+) -> None:
+    """A whole answer passed or translated by the plan (which also reads its usage)."""
+    data = await resp.read()
+    try:
+        body = plan.whole(data)
+    except (CorralError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _Retry(UpstreamError(f"backend sent an answer Corral cannot read: {exc}")) from None
+    _account_usage(ctx, plan.usage)
+    watchdog.touch()
+    ctx.ttfb = watchdog.last - watchdog.started
+    ctx.status = 200
+    await _start(ctx, 200, _JSON, len(body))
+    ctx.finished = True
+    await ctx.send({"type": "http.response.body", "body": body})
+
+
+async def _relay_handled_stream(
+    ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog, handler: StreamHandler
+) -> None:
+    """A stream passed event by event or translated chunk by chunk by ``handler``."""
+    gw = ctx.gw
+    chunks = resp.chunks()
+    send = ctx.send
+    out = b""
+    async for chunk in chunks:  # hold the headers until there is something to send
+        out = handler.feed(chunk)
+        if out:
+            break
+    if not out:
+        out = handler.close()
+        if not out:
+            raise _Retry(UpstreamError("backend closed the stream before the first chunk"))
+    watchdog.touch()
+    watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
+    ctx.ttfb = watchdog.last - watchdog.started
+    ctx.status = 200
+    await _start(ctx, 200, handler.content_type, None)
+    gw.open_streams += 1
+    try:
+        await send({"type": "http.response.body", "body": out, "more_body": True})
+        async for chunk in chunks:
+            watchdog.touch()
+            out = handler.feed(chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        out = handler.close()
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        _account_usage(ctx, handler.usage)
+        if handler.error is not None:
+            ctx.error = handler.error
+        if not handler.finished:
+            await _end_stream_with_error(ctx, "backend ended the stream before it was done")
+            return
+        ctx.finished = True
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        gw.open_streams -= 1
+
+
+def _account_usage(ctx: RequestContext, usage: Usage | None) -> None:
+    if usage is not None:
+        ctx.prompt_tokens = usage.prompt_tokens
+        ctx.completion_tokens = usage.completion_tokens
+
+
 def _account(ctx: RequestContext, final: Final) -> None:
     ctx.prompt_tokens = final.prompt_eval_count
     ctx.completion_tokens = final.eval_count
@@ -298,7 +410,12 @@ def _account(ctx: RequestContext, final: Final) -> None:
 
 
 async def _end_stream_with_error(ctx: RequestContext, message: str) -> None:
+    """End a stream that already began with an error the client's dialect can read."""
     ctx.error = message
     ctx.finished = True
-    line = msgspec.json.encode({"error": message}) + b"\n"
+    if ctx.dialect == "openai":
+        error = {"message": message, "type": "server_error", "param": None, "code": None}
+        line = b"data: " + msgspec.json.encode({"error": error}) + b"\n\ndata: [DONE]\n\n"
+    else:
+        line = msgspec.json.encode({"error": message}) + b"\n"
     await ctx.send({"type": "http.response.body", "body": line})

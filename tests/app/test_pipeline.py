@@ -24,6 +24,7 @@ def stage_lists() -> dict[tuple[str, str], tuple[str, ...]]:
 def test_every_endpoint_shows_its_stages() -> None:
     inference = ("read_request_body", "parse_ollama", "relay")
     progress = ("read_request_body", "parse_manage", "merged_progress")
+    openai = ("read_request_body", "parse_openai", "relay")
     assert stage_lists() == {
         ("POST", "/api/generate"): inference,
         ("POST", "/api/chat"): inference,
@@ -37,4 +38,7 @@ def test_every_endpoint_shows_its_stages() -> None:
         ("DELETE", "/api/delete"): ("read_request_body", "parse_manage", "fan_out"),
         ("HEAD", "/api/blobs/{digest}"): ("read_request_body", "blob_exists"),
         ("POST", "/api/blobs/{digest}"): ("spool_blob", "blob_upload"),
+        ("POST", "/v1/chat/completions"): openai,
+        ("POST", "/v1/completions"): openai,
+        ("POST", "/v1/embeddings"): openai,
     }

@@ -1,0 +1,366 @@
+"""How one request travels to one backend: the upstream path and body, and how the
+answer comes back — forwarded untouched when the client and the backend speak the
+same dialect, translated through the canonical types when they do not.
+
+    client \\ backend   ollama                      openai (vLLM, llama.cpp, ...)
+    ollama              pass-through                translate (/api/* → /v1/*)
+    openai              translate (/v1/* → /api/*)  pass-through, usage always asked for
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from corral.adapters.dialects import ollama as ol
+from corral.adapters.dialects import openai as oa
+from corral.adapters.dialects.convert import completion_as_chat
+from corral.app.pipeline import RequestContext
+from corral.core.canonical import (
+    ChatRequest,
+    CompletionRequest,
+    Delta,
+    EmbedReply,
+    EmbedRequest,
+    Reply,
+    Usage,
+)
+from corral.core.errors import InvalidField
+from corral.core.types import BackendKind
+
+__all__ = ["Plan", "StreamHandler", "make_plan", "now_rfc3339"]
+
+Mode = Literal["ollama-pass", "openai-pass", "translate", "local"]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class StreamHandler(Protocol):
+    """Turns the backend's stream into the client's, piece by piece."""
+
+    content_type: bytes
+    usage: Usage | None
+    finished: bool
+    error: str | None
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+@dataclass
+class Plan:
+    mode: Mode
+    path: str
+    body: bytes
+    whole: Callable[[bytes], bytes] = field(default=lambda b: b)
+    stream: Callable[[], StreamHandler] | None = None
+    dropped: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+
+    @property
+    def translating(self) -> bool:
+        return self.mode == "translate"
+
+
+def make_plan(
+    ctx: RequestContext, kind: BackendKind, upstream_model: str, entry: dict[str, Any] | None = None
+) -> Plan:
+    if ctx.dialect == "ollama":
+        if kind == "ollama":
+            return Plan("ollama-pass", ctx.endpoint, ctx.body)
+        if ctx.endpoint == "/api/show":
+            return Plan("local", "", _show_from_openai(upstream_model, entry or {}))
+        return _ollama_to_openai(ctx, upstream_model)
+    if kind == "openai":
+        return _openai_pass(ctx, upstream_model)
+    n = getattr(ctx.parsed, "n", 1)
+    if n != 1:
+        raise InvalidField(f"n={n}: Ollama backends answer one choice per request", param="n")
+    return _openai_to_ollama(ctx, upstream_model)
+
+
+def _show_from_openai(model: str, entry: dict[str, Any]) -> bytes:
+    """/api/show for a model an OpenAI-kind backend serves: what its model list says."""
+    info: dict[str, Any] = {}
+    if isinstance(entry.get("max_model_len"), int):
+        info["general.context_length"] = entry["max_model_len"]
+    return msgspec.json.encode(
+        {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": {
+                "parent_model": "",
+                "format": "",
+                "family": "",
+                "families": [],
+                "parameter_size": "",
+                "quantization_level": "",
+            },
+            "model_info": info,
+            "capabilities": ["completion"],
+            "remote_model": model,
+        }
+    )
+
+
+# -- OpenAI client, OpenAI backend ------------------------------------------------------
+
+
+class _UsageOnly(msgspec.Struct):
+    choices: list[msgspec.Raw] | None = None
+    usage: dict[str, Any] | None = None
+
+
+_usage_only = msgspec.json.Decoder(_UsageOnly)
+
+
+def _usage_of(data: dict[str, Any] | None) -> Usage | None:
+    if not data:
+        return None
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
+    body = msgspec.json.decode(ctx.body)
+    body["model"] = upstream_model
+    wants_usage = False
+    if ctx.stream:
+        options = body.get("stream_options") or {}
+        wants_usage = bool(options.get("include_usage"))
+        # Corral meters every stream, so it always asks; the client gets the usage
+        # chunk only if it asked too.
+        body["stream_options"] = {**options, "include_usage": True}
+    plan = Plan("openai-pass", ctx.endpoint, msgspec.json.encode(body))
+
+    def whole(data: bytes) -> bytes:
+        try:
+            plan.usage = _usage_of(_usage_only.decode(data).usage)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            oa.parse_reply(data)  # raises the UpstreamError that names the problem
+        return data
+
+    plan.whole = whole
+    plan.stream = lambda: _SSEPass(wants_usage)
+    return plan
+
+
+class _SSEPass:
+    """Forwards SSE events as the backend wrote them, reading usage on the way and
+    holding back the usage-only event the client did not ask for."""
+
+    content_type = b"text/event-stream"
+
+    def __init__(self, forward_usage: bool) -> None:
+        self._forward_usage = forward_usage
+        self._buf = b""
+        self.usage: Usage | None = None
+        self.finished = False
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data if self._buf else data
+        end = max(buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n"))
+        if end < 0:
+            self._buf = buf
+            return b""
+        cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
+        events, self._buf = buf[:cut], buf[cut:]
+        if not self._inspect(events):
+            return events
+        return b"".join(
+            e + b"\n\n"
+            for e in events.replace(b"\r\n", b"\n").split(b"\n\n")
+            if e and self._keep(e)
+        )
+
+    def _inspect(self, events: bytes) -> bool:
+        """Note what these events say; True when one of them must be held back."""
+        if b"[DONE]" in events:
+            self.finished = True
+        if b'"error"' in events and b'"choices"' not in events:
+            self.error = "backend reported an error"
+            self.finished = True
+        if b'"usage"' not in events:
+            return False
+        hold = False
+        for event in events.replace(b"\r\n", b"\n").split(b"\n\n"):
+            if b'"usage"' in event and event.startswith(b"data:"):
+                try:
+                    chunk = _usage_only.decode(event[5:].strip())
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if chunk.usage:
+                    self.usage = _usage_of(chunk.usage)
+                    if chunk.choices == [] and not self._forward_usage:
+                        hold = True
+        return hold
+
+    def _keep(self, event: bytes) -> bool:
+        if b'"usage"' not in event or not event.startswith(b"data:"):
+            return True
+        try:
+            chunk = _usage_only.decode(event[5:].strip())
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return True
+        return not (chunk.choices == [] and chunk.usage)
+
+    def close(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+
+# -- translation, both ways -----------------------------------------------------------
+
+
+class _Translate:
+    """Backend stream → Deltas → client stream, counting what it relays."""
+
+    def __init__(self, content_type: bytes, decoder: Any, encoder: Any, on_end: Any) -> None:
+        self.content_type = content_type
+        self._decoder = decoder
+        self._encoder = encoder
+        self._on_end = on_end
+        self.usage: Usage | None = None
+        self.finished = False
+        self.error: str | None = None
+        self.text_chars = 0
+
+    def _emit(self, deltas: list[Delta]) -> bytes:
+        out = []
+        for d in deltas:
+            self.text_chars += len(d.content) + len(d.thinking)
+            if d.usage is not None:
+                self.usage = d.usage
+            if d.finish_reason is not None:
+                self.finished = True
+            if d.error is not None:
+                self.error = d.error
+                self.finished = True
+            out.append(self._encoder.encode(d))
+        return b"".join(out)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._emit(self._decoder.feed(data))
+
+    def close(self) -> bytes:
+        tail = self._emit(self._decoder.close())
+        return tail + (self._on_end(self._encoder) if self.finished else b"")
+
+
+def _reply_usage(plan: Plan, reply: Reply | EmbedReply) -> None:
+    if isinstance(reply, EmbedReply):
+        if reply.prompt_tokens is not None:
+            plan.usage = Usage(reply.prompt_tokens, 0)
+    elif reply.usage is not None:
+        plan.usage = reply.usage
+
+
+def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
+    req = ctx.parsed
+    rid, created = ctx.request_id, int(time.time())
+    model = ctx.requested_model
+    if isinstance(req, EmbedRequest):
+        body, dropped = ol.embed_body(req, upstream_model)
+        plan = Plan("translate", "/api/embed", body, dropped=dropped)
+        fmt = req.encoding_format
+
+        def embed_whole(data: bytes) -> bytes:
+            reply = ol.parse_embed_reply(data)
+            reply.model = model
+            _reply_usage(plan, reply)
+            return oa.render_embed_reply(reply, encoding_format=fmt)
+
+        plan.whole = embed_whole
+        return plan
+    kind: Literal["chat", "completion"]
+    if isinstance(req, ChatRequest):
+        kind, path, (body, dropped) = "chat", "/api/chat", ol.chat_body(req, upstream_model)
+        oid = f"chatcmpl-{rid}"
+    else:
+        assert isinstance(req, CompletionRequest)
+        kind, path, (body, dropped) = (
+            "completion",
+            "/api/generate",
+            ol.generate_body(req, upstream_model),
+        )
+        oid = f"cmpl-{rid}"
+    plan = Plan("translate", path, body, dropped=dropped)
+
+    def whole(data: bytes) -> bytes:
+        reply = ol.parse_reply(data, kind=kind)
+        reply.model = model
+        _reply_usage(plan, reply)
+        return oa.render_reply(reply, kind=kind, id=oid, created=created)
+
+    plan.whole = whole
+    plan.stream = lambda: _Translate(
+        b"text/event-stream",
+        ol.StreamDecoder(kind),
+        oa.StreamEncoder(
+            kind, id=oid, created=created, model=model, include_usage=req.include_usage
+        ),
+        lambda enc: enc.end(),
+    )
+    return plan
+
+
+def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
+    ep = ctx.endpoint
+    model = ctx.requested_model
+    if ep in ("/api/embed", "/api/embeddings"):
+        legacy = ep == "/api/embeddings"
+        ereq = ol.parse_embed(ctx.body, legacy=legacy)
+        body, dropped = oa.embed_body(ereq, upstream_model)
+        plan = Plan("translate", "/v1/embeddings", body, dropped=dropped)
+
+        def embed_whole(data: bytes) -> bytes:
+            reply = oa.parse_embed_reply(data)
+            reply.model = model
+            _reply_usage(plan, reply)
+            return ol.render_embed_reply(reply, legacy=legacy)
+
+        plan.whole = embed_whole
+        return plan
+    kind: Literal["chat", "completion"]
+    if ep == "/api/chat":
+        kind, path, (body, dropped) = (
+            "chat",
+            "/v1/chat/completions",
+            oa.chat_body(ol.parse_chat(ctx.body), upstream_model),
+        )
+    else:
+        creq = ol.parse_generate(ctx.body)
+        kind = "completion"
+        if creq.raw or creq.suffix:
+            path, (body, dropped) = "/v1/completions", oa.completion_body(creq, upstream_model)
+        else:
+            # Ollama wraps a plain prompt in the chat template; /v1/completions would not.
+            path, (body, dropped) = (
+                "/v1/chat/completions",
+                oa.chat_body(completion_as_chat(creq), upstream_model),
+            )
+    plan = Plan("translate", path, body, dropped=dropped)
+
+    def whole(data: bytes) -> bytes:
+        reply = oa.parse_reply(data)
+        reply.model = model
+        _reply_usage(plan, reply)
+        return ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
+
+    plan.whole = whole
+    plan.stream = lambda: _Translate(
+        b"application/x-ndjson",
+        oa.StreamDecoder(),
+        ol.StreamEncoder(kind, model=model, created_at=now_rfc3339()),
+        lambda enc: enc.end(),
+    )
+    return plan
