@@ -1,18 +1,26 @@
-"""``corral serve --demo``: the gateway plus a small simulated Ollama fleet, in one process.
+"""``corral serve --demo``: the gateway plus a small fleet, in one process, no GPU needed.
 
-Three nodes hold overlapping models, so routing, failover and the merged views have
-something to show. Their ports (11501-11503) are printed at start; each node's
-``/_sim/faults`` endpoint flips it into a fault and back (see docs/simulator.md).
+Three simulated Ollama nodes hold overlapping models, a simulated vLLM server serves
+Qwen, and a real llama.cpp engine (the xllamacpp wheel) runs a tiny random-weight
+model that Corral writes itself — so routing, failover, translation and the merged
+views all have something to show. Ports 11501-11505 are used when free; each
+simulated node's ``/_sim/faults`` endpoint flips it into a fault and back
+(docs/simulator.md).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 from corral.app.gateway import Gateway
-from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
-from corral.sim.model_types import NodeConfig
+from corral.core.types import BackendKind
+from corral.engines.llamacpp import start_llamacpp_async
+from corral.engines.tinymodel import cached_tiny_model
+from corral.sim.launch import NodeSpec, start_nodes, stop_nodes
+from corral.sim.model_types import NodeConfig, VllmConfig
+from corral.sim.vllm_launch import VllmSpec
 
 __all__ = ["DEMO_FLEET", "start_demo_fleet", "stop_demo_fleet"]
 
@@ -24,6 +32,8 @@ DEMO_FLEET: tuple[tuple[str, int, tuple[str, ...], tuple[str, ...]], ...] = (
     ("sim-b", 11502, ("llama3.2:1b", "llama3.2:3b", "mistral:7b"), ("llama3.2:3b",)),
     ("sim-c", 11503, ("qwen2.5:7b", "gemma3:4b", "nomic-embed-text"), ("qwen2.5:7b",)),
 )
+VLLM = ("vllm-a", 11504, "Qwen/Qwen2.5-7B-Instruct")
+LLAMACPP = ("llama-cpp", 11505, "tiny-llama")
 
 
 def _port_or_any(port: int) -> int:
@@ -36,7 +46,7 @@ def _port_or_any(port: int) -> int:
 
 
 async def start_demo_fleet(gw: Gateway) -> None:
-    specs = [
+    specs: list[Any] = [
         NodeSpec(
             port=_port_or_any(port),
             models=models,
@@ -46,13 +56,33 @@ async def start_demo_fleet(gw: Gateway) -> None:
         )
         for i, (name, port, models, loaded) in enumerate(DEMO_FLEET)
     ]
+    name, port, model = VLLM
+    specs.append(VllmSpec(port=_port_or_any(port), model=model, name=name, config=VllmConfig()))
     nodes = await start_nodes(specs)
-    gw.demo_nodes = nodes
-    for node in nodes:
-        gw.fleet.add(node.name, node.url, max_concurrency=4)
-        log.info("demo node %s on %s holds %s", node.name, node.url, ", ".join(node.spec.models))
+    gw.demo_nodes.extend(nodes)
+    for node, spec in zip(nodes, specs, strict=True):
+        kind: BackendKind = "openai" if isinstance(spec, VllmSpec) else "ollama"
+        gw.fleet.add(node.name, node.url, kind=kind, max_concurrency=4)
+        log.info("demo node %s (%s) on %s", node.name, kind, node.url)
+    await _start_llamacpp(gw)
+
+
+async def _start_llamacpp(gw: Gateway) -> None:
+    """A real engine beside the simulated ones; the demo goes on without it if it fails."""
+    name, port, alias = LLAMACPP
+    try:
+        engine = await start_llamacpp_async(
+            cached_tiny_model(), port=_port_or_any(port), parallel=2, embedding=True, alias=alias
+        )
+    except Exception as exc:  # an engine that cannot start here must not stop the demo
+        log.warning("demo: llama.cpp engine not started (%s); continuing without it", exc)
+        return
+    gw.demo_engines.append(engine)
+    gw.fleet.add(name, engine.url, kind="openai", max_concurrency=2)
+    log.info("demo node %s (llama.cpp, model %s) on %s", name, alias, engine.url)
 
 
 async def stop_demo_fleet(gw: Gateway) -> None:
-    nodes: list[SimNode] = gw.demo_nodes
-    await stop_nodes(nodes)
+    for engine in gw.demo_engines:
+        await engine.astop()
+    await stop_nodes(gw.demo_nodes)

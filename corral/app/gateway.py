@@ -50,6 +50,7 @@ class Gateway:
         self.usage_listeners: list[Callable[[UsageRecord], None]] = []
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
+        self.demo_engines: list[Any] = []  # real engines started by --demo
 
     def record(self, record: UsageRecord) -> None:
         self.requests_total += 1

@@ -198,6 +198,14 @@ def test_demo_serves_a_simulated_fleet() -> None:
         try:
             names = {m.model for m in client.list().models}
             assert {"llama3.2:1b", "qwen2.5:7b", "nomic-embed-text:latest"} <= names
+            # A simulated vLLM server and a real llama.cpp engine, reached in Ollama's dialect.
+            assert {"Qwen/Qwen2.5-7B-Instruct", "tiny-llama"} <= names
+            real = client.chat(
+                model="tiny-llama",
+                messages=[{"role": "user", "content": "hi"}],
+                options={"num_predict": 5},
+            )
+            assert real.done and real.eval_count == 5
             reply = client.generate(model="llama3.2:1b", prompt="hi", options={"num_predict": 3})
             assert reply.done and reply.eval_count == 3
             assert {m.model for m in client.ps().models} >= {"llama3.2:1b"}
