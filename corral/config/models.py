@@ -6,6 +6,7 @@ layers the file, the environment and CLI flags on top of them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ __all__ = [
     "BackendKind",
     "CorsConfig",
     "HealthConfig",
+    "ImagesConfig",
     "LimitsConfig",
     "LogLevel",
     "QueueConfig",
@@ -45,6 +47,9 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 _DEFAULT_CONCURRENCY: dict[str, int] = {"ollama": 4, "openai": 32}
 # Backend names travel in X-Corral-Backend headers and comma-separated env lists.
 _NAME_RE = re.compile(r"^[^\s,=]{1,128}$")
+
+# An allowed image host is a bare name or IP; these characters mean a URL was pasted.
+_HOST_BAD_RE = re.compile(r"[\s/@?#*\[\]]")
 
 Seconds = Annotated[float, Field(gt=0, description="Duration in seconds, > 0.")]
 
@@ -69,6 +74,14 @@ def split_backend_spec(spec: str) -> dict[str, Any]:
         text = bare + text[sep:]
     fields["url"] = text
     return fields
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _normalise_url(url: str) -> str:
@@ -217,6 +230,41 @@ class CorsConfig(_Section):
         return self
 
 
+class ImagesConfig(_Section):
+    """Fetching http(s) image URLs for backends that take only image bytes (Ollama)."""
+
+    fetch_urls: bool = Field(
+        default=True, description="Fetch image URLs; off makes an image URL a 400."
+    )
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest image fetched.")
+    timeout_s: Seconds = Field(
+        default=10.0, description="Whole fetch of one image, redirects included."
+    )
+    max_redirects: int = Field(default=3, ge=0, description="Redirects followed per image.")
+    allow_private: bool = Field(
+        default=False, description="Also fetch from private, loopback and link-local addresses."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts images may come from; [] = any public host."
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        out = []
+        for host in hosts:
+            # Compared with the URL's host as yarl gives it: lowercase, IPv6 unbracketed.
+            name = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+            bare = name.removeprefix("*.")
+            if not bare or (":" in bare and not _is_ipv6(bare)) or _HOST_BAD_RE.search(bare):
+                raise ValueError(
+                    f"{host!r} is not a host name or IP address (no scheme, port or path)"
+                )
+            # IPv6 has many spellings; keep the one yarl gives for a URL's host.
+            out.append(str(ipaddress.IPv6Address(name)) if _is_ipv6(name) else name)
+        return out
+
+
 class Settings(_Section):
     """Everything the gateway reads at start-up."""
 
@@ -231,6 +279,7 @@ class Settings(_Section):
     retry: RetryConfig = Field(default_factory=lambda: RetryConfig())
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
     cors: CorsConfig = Field(default_factory=lambda: CorsConfig())
+    images: ImagesConfig = Field(default_factory=lambda: ImagesConfig())
 
     @field_validator("log_level", mode="before")
     @classmethod
