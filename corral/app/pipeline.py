@@ -62,6 +62,7 @@ class RequestContext:
     ttfb: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    usage_estimated: bool = False
     load_duration_s: float | None = None
     error: str | None = None
     client_gone: bool = False
@@ -176,6 +177,7 @@ def _usage(ctx: RequestContext) -> UsageRecord:
         stream=ctx.stream,
         prompt_tokens=ctx.prompt_tokens,
         completion_tokens=ctx.completion_tokens,
+        usage_estimated=ctx.usage_estimated,
         load_duration_s=ctx.load_duration_s,
         attempts=ctx.attempts,
         error=ctx.error,

@@ -54,6 +54,10 @@ class StreamHandler(Protocol):
 
     def close(self) -> bytes: ...
 
+    def answer_tokens(self) -> int:
+        """A guess at the tokens relayed, for when the backend reports none."""
+        ...
+
 
 @dataclass
 class Plan:
@@ -64,10 +68,28 @@ class Plan:
     stream: Callable[[], StreamHandler] | None = None
     dropped: list[str] = field(default_factory=list)
     usage: Usage | None = None
+    # For an estimate when the backend reports no counts (about 4 characters a token).
+    prompt_chars: int = 0
+    answer_chars: int = 0
 
     @property
     def translating(self) -> bool:
         return self.mode == "translate"
+
+    def estimate(self, handler: StreamHandler | None = None) -> Usage:
+        """Token counts guessed from text, for a backend that gave none."""
+        answer = handler.answer_tokens() if handler is not None else self.answer_chars // 4
+        return Usage(max(1, self.prompt_chars // 4), answer, estimated=True)
+
+
+def prompt_chars(req: object) -> int:
+    if isinstance(req, ChatRequest):
+        return sum(len(m.content) for m in req.messages)
+    if isinstance(req, CompletionRequest):
+        return len(req.prompt) + len(req.system or "")
+    if isinstance(req, EmbedRequest):
+        return sum(len(s) for s in req.inputs)
+    return 0
 
 
 def make_plan(
@@ -140,12 +162,16 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
         # chunk only if it asked too.
         body["stream_options"] = {**options, "include_usage": True}
     plan = Plan("openai-pass", ctx.endpoint, msgspec.json.encode(body))
+    plan.prompt_chars = prompt_chars(ctx.parsed)
 
     def whole(data: bytes) -> bytes:
         try:
             plan.usage = _usage_of(_usage_only.decode(data).usage)
         except (msgspec.DecodeError, msgspec.ValidationError):
             oa.parse_reply(data)  # raises the UpstreamError that names the problem
+        if plan.usage is None and ctx.endpoint != "/v1/embeddings":
+            reply = oa.parse_reply(data)
+            plan.answer_chars = len(reply.content) + len(reply.thinking or "")
         return data
 
     plan.whole = whole
@@ -161,6 +187,7 @@ class _SSEPass:
 
     def __init__(self, forward_usage: bool) -> None:
         self._forward_usage = forward_usage
+        self._events = 0
         self._buf = b""
         self.usage: Usage | None = None
         self.finished = False
@@ -174,6 +201,7 @@ class _SSEPass:
             return b""
         cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
         events, self._buf = buf[:cut], buf[cut:]
+        self._events += events.count(b"data:")
         if not self._inspect(events):
             return events
         return b"".join(
@@ -217,6 +245,10 @@ class _SSEPass:
         rest, self._buf = self._buf, b""
         return rest
 
+    def answer_tokens(self) -> int:
+        # Engines stream about one token per event; the role and [DONE] events carry none.
+        return max(0, self._events - 2)
+
 
 # -- translation, both ways -----------------------------------------------------------
 
@@ -255,6 +287,9 @@ class _Translate:
         tail = self._emit(self._decoder.close())
         return tail + (self._on_end(self._encoder) if self.finished else b"")
 
+    def answer_tokens(self) -> int:
+        return self.text_chars // 4
+
 
 def _reply_usage(plan: Plan, reply: Reply | EmbedReply) -> None:
     if isinstance(reply, EmbedReply):
@@ -270,7 +305,9 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
     model = ctx.requested_model
     if isinstance(req, EmbedRequest):
         body, dropped = ol.embed_body(req, upstream_model)
-        plan = Plan("translate", "/api/embed", body, dropped=dropped)
+        plan = Plan(
+            "translate", "/api/embed", body, dropped=dropped, prompt_chars=prompt_chars(req)
+        )
         fmt = req.encoding_format
 
         def embed_whole(data: bytes) -> bytes:
@@ -293,12 +330,13 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
             ol.generate_body(req, upstream_model),
         )
         oid = f"cmpl-{rid}"
-    plan = Plan("translate", path, body, dropped=dropped)
+    plan = Plan("translate", path, body, dropped=dropped, prompt_chars=prompt_chars(req))
 
     def whole(data: bytes) -> bytes:
         reply = ol.parse_reply(data, kind=kind)
         reply.model = model
         _reply_usage(plan, reply)
+        plan.answer_chars = len(reply.content) + len(reply.thinking or "")
         return oa.render_reply(reply, kind=kind, id=oid, created=created)
 
     plan.whole = whole
@@ -320,7 +358,9 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
         legacy = ep == "/api/embeddings"
         ereq = ol.parse_embed(ctx.body, legacy=legacy)
         body, dropped = oa.embed_body(ereq, upstream_model)
-        plan = Plan("translate", "/v1/embeddings", body, dropped=dropped)
+        plan = Plan(
+            "translate", "/v1/embeddings", body, dropped=dropped, prompt_chars=prompt_chars(ereq)
+        )
 
         def embed_whole(data: bytes) -> bytes:
             reply = oa.parse_embed_reply(data)
@@ -331,11 +371,13 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
         plan.whole = embed_whole
         return plan
     kind: Literal["chat", "completion"]
+    creq: ChatRequest | CompletionRequest
     if ep == "/api/chat":
+        creq = ol.parse_chat(ctx.body)
         kind, path, (body, dropped) = (
             "chat",
             "/v1/chat/completions",
-            oa.chat_body(ol.parse_chat(ctx.body), upstream_model),
+            oa.chat_body(creq, upstream_model),
         )
     else:
         creq = ol.parse_generate(ctx.body)
@@ -348,12 +390,13 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
                 "/v1/chat/completions",
                 oa.chat_body(completion_as_chat(creq), upstream_model),
             )
-    plan = Plan("translate", path, body, dropped=dropped)
+    plan = Plan("translate", path, body, dropped=dropped, prompt_chars=prompt_chars(creq))
 
     def whole(data: bytes) -> bytes:
         reply = oa.parse_reply(data)
         reply.model = model
         _reply_usage(plan, reply)
+        plan.answer_chars = len(reply.content) + len(reply.thinking or "")
         return ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
 
     plan.whole = whole

@@ -203,7 +203,7 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
             else:
                 await _relay_whole(ctx, resp, watchdog)
         elif ctx.stream and plan.stream is not None:
-            await _relay_handled_stream(ctx, resp, watchdog, plan.stream())
+            await _relay_handled_stream(ctx, resp, watchdog, plan, plan.stream())
         else:
             await _relay_planned_whole(ctx, resp, watchdog, plan)
     except asyncio.CancelledError:
@@ -341,7 +341,7 @@ async def _relay_planned_whole(
         body = plan.whole(data)
     except (CorralError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _Retry(UpstreamError(f"backend sent an answer Corral cannot read: {exc}")) from None
-    _account_usage(ctx, plan.usage)
+    _account_usage(ctx, plan.usage or plan.estimate())
     watchdog.touch()
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
@@ -351,7 +351,11 @@ async def _relay_planned_whole(
 
 
 async def _relay_handled_stream(
-    ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog, handler: StreamHandler
+    ctx: RequestContext,
+    resp: UpstreamResponse,
+    watchdog: Watchdog,
+    plan: Plan,
+    handler: StreamHandler,
 ) -> None:
     """A stream passed event by event or translated chunk by chunk by ``handler``."""
     gw = ctx.gw
@@ -382,7 +386,7 @@ async def _relay_handled_stream(
         out = handler.close()
         if out:
             await send({"type": "http.response.body", "body": out, "more_body": True})
-        _account_usage(ctx, handler.usage)
+        _account_usage(ctx, handler.usage or plan.estimate(handler))
         if handler.error is not None:
             ctx.error = handler.error
         if not handler.finished:
@@ -394,10 +398,10 @@ async def _relay_handled_stream(
         gw.open_streams -= 1
 
 
-def _account_usage(ctx: RequestContext, usage: Usage | None) -> None:
-    if usage is not None:
-        ctx.prompt_tokens = usage.prompt_tokens
-        ctx.completion_tokens = usage.completion_tokens
+def _account_usage(ctx: RequestContext, usage: Usage) -> None:
+    ctx.prompt_tokens = usage.prompt_tokens
+    ctx.completion_tokens = usage.completion_tokens
+    ctx.usage_estimated = usage.estimated
 
 
 def _account(ctx: RequestContext, final: Final) -> None:

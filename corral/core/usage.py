@@ -23,6 +23,7 @@ class UsageRecord:
     stream: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    usage_estimated: bool = False  # counted by Corral (about 4 chars a token), not the backend
     load_duration_s: float | None = None
     attempts: int = 0
     error: str | None = None
