@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from corral.adapters.engine_metrics import parse_vllm_metrics
 from corral.adapters.upstream import HttpTransport, Transport, UpstreamRequest
 from corral.core.dispatch import Dispatcher
 from corral.core.errors import QueueTimeout
@@ -54,6 +55,7 @@ class Fleet:
         self._probe_timeout = probe_timeout
         self._models_refresh = models_refresh
         self._models_read_at: dict[str, float] = {}
+        self._no_metrics: set[str] = set()
         self._make_transport = transport_factory or (
             lambda url: HttpTransport(url, connect_timeout=connect_timeout)
         )
@@ -178,6 +180,8 @@ class Fleet:
                 entries = _parse_model_list(state.kind, body) if read_models else None
                 if state.version is None and state.kind == "ollama":
                     state.version = await self._read_version(transport)
+                if state.kind == "openai" and name not in self._no_metrics:
+                    await self._read_signals(state, transport, now)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of a probe marks the backend down
@@ -194,6 +198,18 @@ class Fleet:
             log.info("backend %s is up (%d models)", name, len(state.models))
             state.healthy = True
             self._pump()
+
+    async def _read_signals(self, state: BackendState, transport: Transport, now: float) -> None:
+        """vLLM's load signals from its /metrics; engines without them are not asked again."""
+        resp = await transport.send(UpstreamRequest("GET", "/metrics"))
+        try:
+            text = (await resp.read()).decode("utf-8", "replace") if resp.status == 200 else ""
+        finally:
+            resp.close()
+        signals = parse_vllm_metrics(text, now) if text else None
+        if signals is None:
+            self._no_metrics.add(state.name)
+        state.signals = signals
 
     async def _read_version(self, transport: Transport) -> str | None:
         resp = await transport.send(UpstreamRequest("GET", "/api/version"))

@@ -5,9 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["BackendKind", "BackendState", "RequestInfo", "RouteDecision"]
+__all__ = ["BackendKind", "BackendState", "EngineSignals", "RequestInfo", "RouteDecision"]
 
 BackendKind = Literal["ollama", "openai"]
+
+
+@dataclass(slots=True, frozen=True)
+class EngineSignals:
+    """What an engine's own metrics say about its load (vLLM's /metrics), summed over
+    the models it serves. Counters are totals since the engine started."""
+
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_cache_usage: float = 0.0  # 0-1
+    prefix_cache_queries: float = 0.0
+    prefix_cache_hits: float = 0.0
+    preemptions: float = 0.0
+    at: float = 0.0  # when they were read (the gateway's clock)
 
 
 @dataclass(slots=True, eq=False)
@@ -34,6 +48,8 @@ class BackendState:
     consecutive_failures: int = 0
     served: int = 0
     failed: int = 0
+    # Engine-reported load; None when the backend exposes no metrics (Ollama has none).
+    signals: EngineSignals | None = None
 
     @property
     def free_slots(self) -> int:

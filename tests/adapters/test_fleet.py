@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from corral.adapters.fleet import Fleet
@@ -12,6 +13,8 @@ from corral.core.errors import QueueTimeout
 from corral.core.policies import make_policy
 from corral.core.types import RequestInfo
 from corral.sim.launch import NodeSpec, SimNode, start_node
+from corral.sim.model_types import VllmConfig
+from corral.sim.vllm_launch import VllmSpec
 from tests.helpers import FAST_SIM, free_port
 
 INFO = RequestInfo("llama3.2:1b", "/api/generate")
@@ -88,3 +91,29 @@ async def test_a_cancelled_waiter_does_not_leak_its_slot(one_slot: Fleet) -> Non
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert one_slot.backends["a"].in_flight == 0
+
+
+async def test_vllm_load_signals_are_read_from_its_metrics() -> None:
+    vllm = await start_node(VllmSpec(config=VllmConfig(speed=200, jitter=0)))
+    ollama_node = await start_node(NodeSpec(config=FAST_SIM))
+    fleet = make_fleet()
+    fleet.add("v", vllm.url, kind="openai")
+    fleet.add("o", ollama_node.url)
+    try:
+        await fleet.probe_all()
+        v = fleet.backends["v"]
+        assert v.healthy and v.models == {"Qwen/Qwen2.5-7B-Instruct:latest"}
+        assert v.signals is not None and v.signals.prefix_cache_queries == 0
+        assert fleet.upstream_name("v", "Qwen/Qwen2.5-7B-Instruct:latest") == (
+            "Qwen/Qwen2.5-7B-Instruct"
+        )
+        assert fleet.backends["o"].signals is None  # Ollama has no /metrics
+        async with httpx.AsyncClient(base_url=vllm.url) as client:
+            body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 2}
+            assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+        await fleet.probe_all()
+        assert v.signals is not None and v.signals.prefix_cache_queries > 0
+    finally:
+        await fleet.stop()
+        await vllm.stop()
+        await ollama_node.stop()
