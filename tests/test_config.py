@@ -19,6 +19,7 @@ from corral.config import (
     load_settings,
     parse_backend,
 )
+from corral.core.models import LogicalModel, ModelMap
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -261,6 +262,258 @@ def test_duplicate_backend_names_are_named() -> None:
         "env CORRAL_BACKENDS: backends: duplicate backend name 'a:1' "
         "(backends[0] and backends[2]); give each a name=",
     )
+
+
+# --- logical models ------------------------------------------------------------------
+
+MODELS_YAML = """
+backends:
+  - gpu1=http://gpu1:11434
+  - vllm-a=openai+http://vllm:8000/v1
+models:
+  - name: qwen2.5:7b
+    aliases: [qwen, Qwen/Qwen2.5-7B-Instruct]
+    backends:
+      - backend: gpu1
+        upstream_name: qwen2.5:7b
+      - backend: vllm-a
+        upstream_name: Qwen/Qwen2.5-7B-Instruct
+list_unmapped: false
+"""
+
+
+def model_map(settings: Settings) -> ModelMap:
+    models = (m.to_logical() for m in settings.models)
+    return ModelMap(models, list_unmapped=settings.list_unmapped)
+
+
+def test_models_default_to_none_and_unmapped_models_are_listed() -> None:
+    s = load_settings(environ={})
+    assert (s.models, s.list_unmapped) == ([], True)
+
+
+def test_models_from_the_file_become_a_model_map(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, MODELS_YAML), environ={})
+    (model,) = s.models
+    assert model.to_logical() == LogicalModel(
+        "qwen2.5:7b",
+        ("qwen", "Qwen/Qwen2.5-7B-Instruct"),
+        {"gpu1": "qwen2.5:7b", "vllm-a": "Qwen/Qwen2.5-7B-Instruct"},
+    )
+    models = model_map(s)
+    assert models.resolve("qwen") == "qwen2.5:7b"
+    assert models.list_unmapped is False
+
+
+def test_a_bare_name_is_a_model_without_aliases(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - llama3.2\n  - name: qwen2.5:7b\n")
+    assert [m.to_logical() for m in load_settings(path, environ={}).models] == [
+        LogicalModel("llama3.2"),
+        LogicalModel("qwen2.5:7b"),
+    ]
+
+
+def test_corral_models_takes_names_separated_by_commas() -> None:
+    s = load_settings(
+        environ={"CORRAL_MODELS": "llama3.2, qwen2.5:7b", "CORRAL_LIST_UNMAPPED": "0"}
+    )
+    assert ([m.name for m in s.models], s.list_unmapped) == (["llama3.2", "qwen2.5:7b"], False)
+
+
+def test_corral_models_takes_json_objects() -> None:
+    raw = (
+        '[{"name": "qwen2.5:7b", "aliases": ["qwen"],'
+        ' "backends": [{"backend": "v", "upstream_name": "Qwen/Qwen2.5-7B-Instruct"}]},'
+        ' "llama3.2"]'
+    )
+    s = load_settings(environ={"CORRAL_MODELS": raw, "CORRAL_BACKENDS": "v=openai+http://v:8000"})
+    assert [m.to_logical() for m in s.models] == [
+        LogicalModel("qwen2.5:7b", ("qwen",), {"v": "Qwen/Qwen2.5-7B-Instruct"}),
+        LogicalModel("llama3.2"),
+    ]
+
+
+def test_model_names_are_trimmed(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - name: ' qwen '\n    aliases: [' q ']\n")
+    assert load_settings(path, environ={}).models[0].to_logical() == LogicalModel("qwen", ("q",))
+
+
+def load_problems(tmp_path: Path, text: str, **environ: str) -> tuple[str, ...]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path, environ=environ)
+    return tuple(p.replace(str(path), "corral.yaml") for p in problems(excinfo))
+
+
+def test_a_repeated_name_is_rejected_after_normalization(tmp_path: Path) -> None:
+    text = "port: 9000\nmodels:\n  - name: llama3\n  - name: llama3:latest\n"
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:2: models: models[1].name 'llama3:latest' is already the name of "
+        "models[0] ('llama3') (both mean 'llama3:latest')",
+    )
+
+
+def test_an_alias_that_is_another_models_name_is_rejected(tmp_path: Path) -> None:
+    text = "models:\n  - name: small\n  - name: big\n    aliases: [fast, small]\n"
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:1: models: models[1].aliases[1] 'small' is already the name of "
+        "models[0] ('small')",
+    )
+
+
+def test_a_name_that_is_another_models_alias_is_rejected(tmp_path: Path) -> None:
+    text = "models:\n  - name: qwen2.5:7b\n    aliases: [qwen]\n  - qwen:latest\n"
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:1: models: models[1].name 'qwen:latest' is already an alias of "
+        "models[0] ('qwen2.5:7b') (both mean 'qwen:latest')",
+    )
+
+
+def test_every_clash_between_models_is_listed_in_one_line(tmp_path: Path) -> None:
+    text = "models:\n  - name: a\n    aliases: [x, y]\n  - name: b\n    aliases: [x, y:latest]\n"
+    (line,) = load_problems(tmp_path, text)
+    assert line == (
+        "corral.yaml:1: models: models[1].aliases[0] 'x' is already an alias of models[0] ('a'); "
+        "models[1].aliases[1] 'y:latest' is already an alias of models[0] ('a') "
+        "(both mean 'y:latest')"
+    )
+
+
+def test_a_model_repeating_its_own_name_points_at_the_model(tmp_path: Path) -> None:
+    text = "models:\n  - name: a\n  - name: qwen\n    aliases:\n      - q\n      - qwen:latest\n"
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:3: models[1]: aliases[1] 'qwen:latest' repeats the name "
+        "(both mean 'qwen:latest')",
+    )
+
+
+def test_a_model_naming_one_backend_twice_is_rejected(tmp_path: Path) -> None:
+    text = """
+    backends: [g=http://g:1]
+    models:
+      - name: m
+        backends:
+          - {backend: g, upstream_name: m1}
+          - {backend: g, upstream_name: m2}
+    """
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:3: models[0]: backends[1] names backend 'g' again (first in backends[0]); "
+        "a model has one name per backend",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("models:\n  - name: ''\n", "corral.yaml:2: models[0].name"),
+        ("models:\n  - name: my model\n", "corral.yaml:2: models[0].name"),
+        (
+            "models:\n  - name: m\n    aliases:\n      - a\n      - ' '\n",
+            "corral.yaml:5: models[0].aliases[1]",
+        ),
+        (
+            "backends: [g=http://g:1]\nmodels:\n  - name: m\n    backends:\n"
+            "      - backend: g\n        upstream_name: ''\n",
+            "corral.yaml:6: models[0].backends[0].upstream_name",
+        ),
+    ],
+)
+def test_an_empty_or_spaced_model_name_points_at_its_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    (line,) = load_problems(tmp_path, text)
+    assert line.startswith(f"{problem}: must be a model name without spaces, e.g. qwen2.5:7b")
+
+
+def test_a_model_without_a_name_is_rejected(tmp_path: Path) -> None:
+    assert load_problems(tmp_path, "models:\n  - aliases: [a]\n") == (
+        "corral.yaml:2: models[0].name: required",
+    )
+
+
+def test_an_unknown_key_in_a_model_suggests_the_right_one(tmp_path: Path) -> None:
+    text = """
+    models:
+      - name: m
+        alias: [a]
+        backends:
+          - backend: g
+            upstream: u
+    """
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:5: models[0].backends[0].upstream_name: required",
+        "corral.yaml:6: models[0].backends[0].upstream: unknown setting "
+        "(did you mean upstream_name?)",
+        "corral.yaml:3: models[0].alias: unknown setting (did you mean aliases?)",
+    )
+
+
+def test_a_backend_that_is_not_configured_is_rejected(tmp_path: Path) -> None:
+    text = MODELS_YAML.replace("backend: vllm-a", "backend: vllm-b")
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:4: models: models[0].backends[1].backend 'vllm-b' is not a configured "
+        "backend (known: gpu1, vllm-a)",
+    )
+
+
+def test_backends_are_checked_as_finally_configured(tmp_path: Path) -> None:
+    # CORRAL_BACKENDS replaces the file's list, so gpu1 is gone by then.
+    assert load_problems(tmp_path, MODELS_YAML, CORRAL_BACKENDS="vllm-a=http://v:1") == (
+        "corral.yaml:4: models: models[0].backends[0].backend 'gpu1' is not a configured "
+        "backend (known: vllm-a)",
+    )
+    text = "models:\n  - name: m\n    backends: [{backend: g, upstream_name: u}]\n"
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:1: models: models[0].backends[0].backend 'g' is not a configured "
+        "backend (known: none are configured)",
+    )
+
+
+def test_bad_backends_do_not_also_fail_the_models(tmp_path: Path) -> None:
+    text = MODELS_YAML.replace("gpu1=http://gpu1:11434", "gpu1=ftp://gpu1:21")
+    (line,) = load_problems(tmp_path, text)
+    assert line.startswith("corral.yaml:2: backends[0].url: must be an http")
+
+
+def test_one_upstream_name_claimed_twice_on_a_backend_is_rejected(tmp_path: Path) -> None:
+    text = """
+    backends: [g=http://g:1, h=http://h:1]
+    models:
+      - name: a
+        backends: [{backend: g, upstream_name: model}]
+      - name: b
+        backends: [{backend: h, upstream_name: model}, {backend: g, upstream_name: 'model:latest'}]
+    """
+    assert load_problems(tmp_path, text) == (
+        "corral.yaml:2: models: models[1].backends[1].upstream_name 'model:latest' on 'g' "
+        "already names models[0] there",
+    )
+
+
+def test_list_unmapped_must_be_true_or_false() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(environ={"CORRAL_LIST_UNMAPPED": "maybe"})
+    assert problems(excinfo)[0].startswith(
+        "env CORRAL_LIST_UNMAPPED: list_unmapped: input should be a valid boolean"
+    )
+
+
+def test_models_round_trip_through_dump_yaml(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MODELS_YAML), environ={})
+    again = load_settings(write(tmp_path, dump_yaml(settings), "dumped.yaml"), environ={})
+    assert again == settings
+
+
+def test_docs_logical_models_example_loads_and_its_error_is_real(tmp_path: Path) -> None:
+    docs = DOCS.read_text().split("## Logical models\n", 1)[1].split("\n## ", 1)[0]
+    example = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    backends = "backends: [gpu1=http://gpu1:11434, vllm-a=openai+http://vllm:8000/v1]\n"
+    settings = load_settings(write(tmp_path, backends + example), environ={})
+    assert model_map(settings).resolve("Qwen/Qwen2.5-7B-Instruct") == "qwen2.5:7b"
+    shown = docs.split("```\ncorral.yaml:", 1)[1].split("\n", 1)[0]
+    clash = "# padding\n" * 11 + "models:\n  - {name: qwen2.5:7b, aliases: [qwen]}\n"
+    clash += "  - {name: qwen2, aliases: ['qwen:latest']}\n"
+    assert load_problems(tmp_path, clash) == ("corral.yaml:" + shown,)
 
 
 # --- errors --------------------------------------------------------------------------

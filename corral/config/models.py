@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +20,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from corral.core.models import LogicalModel
+from corral.core.names import normalize_model
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -29,6 +33,8 @@ __all__ = [
     "ImagesConfig",
     "LimitsConfig",
     "LogLevel",
+    "LogicalModelConfig",
+    "ModelUpstreamConfig",
     "QueueConfig",
     "RetryConfig",
     "Settings",
@@ -161,6 +167,110 @@ class BackendConfig(_Section):
         return name
 
 
+def _model_name(name: str) -> str:
+    name = name.strip()
+    if not name or any(c.isspace() for c in name):
+        raise ValueError("must be a model name without spaces, e.g. qwen2.5:7b")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
+
+
+class ModelUpstreamConfig(_Section):
+    """What one backend calls a logical model."""
+
+    backend: str = Field(description="A backend name from `backends`.")
+    upstream_name: ModelName = Field(description="The backend's own name for the model.")
+
+
+class LogicalModelConfig(_Section):
+    """One model under one name, whatever each backend calls it."""
+
+    name: ModelName = Field(description="The name clients see in model lists.")
+    aliases: list[ModelName] = Field(
+        default_factory=list, description="Other names clients may use."
+    )
+    backends: list[ModelUpstreamConfig] = Field(
+        default_factory=list, description="Backends that call the model something else."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_name(cls, data: Any) -> Any:
+        # A bare name (the comma-separated CORRAL_MODELS form) declares a model with
+        # no aliases: with list_unmapped false, a list of names is what gets listed.
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> Self:
+        # Names compare as Ollama reads them: "qwen" and "qwen:latest" are one name.
+        seen = {normalize_model(self.name): ("the name", self.name)}
+        for i, alias in enumerate(self.aliases):
+            key = normalize_model(alias)
+            if key in seen:
+                what, first = seen[key]
+                raise ValueError(f"aliases[{i}] {alias!r} repeats {what}{_same(key, alias, first)}")
+            seen[key] = (f"aliases[{i}]", alias)
+        backends: dict[str, int] = {}
+        for i, upstream in enumerate(self.backends):
+            if upstream.backend in backends:
+                raise ValueError(
+                    f"backends[{i}] names backend {upstream.backend!r} again "
+                    f"(first in backends[{backends[upstream.backend]}]); "
+                    "a model has one name per backend"
+                )
+            backends[upstream.backend] = i
+        return self
+
+    def to_logical(self) -> LogicalModel:
+        """The plain core value that `corral.core.models.ModelMap` is built from."""
+        upstreams = {b.backend: b.upstream_name for b in self.backends}
+        return LogicalModel(self.name, tuple(self.aliases), upstreams)
+
+
+def _same(key: str, given: str, first: str) -> str:
+    """Say why two different-looking names clash, when normalization is the reason."""
+    return f" (both mean {key!r})" if given != first else ""
+
+
+def _model_conflicts(models: list[LogicalModelConfig], backends: list[str] | None) -> list[str]:
+    """Problems between models: a name claimed twice, an upstream name claimed twice on
+    one backend, a backend that is not configured (skipped when ``backends`` is None)."""
+    problems: list[str] = []
+    owner: dict[str, tuple[int, str, str]] = {}  # normalized -> (model index, role, as given)
+    claimed: dict[tuple[str, str], int] = {}  # (backend, normalized upstream) -> model index
+    for i, model in enumerate(models):
+        names = [(f"models[{i}].name", model.name, "the name")]
+        names += [(f"models[{i}].aliases[{j}]", a, "an alias") for j, a in enumerate(model.aliases)]
+        for where, name, role in names:
+            key = normalize_model(name)
+            if key not in owner:
+                owner[key] = (i, role, name)
+                continue
+            j, other, first = owner[key]
+            problems.append(
+                f"{where} {name!r} is already {other} of models[{j}] ({models[j].name!r})"
+                + _same(key, name, first)
+            )
+        for j, upstream in enumerate(model.backends):
+            where = f"models[{i}].backends[{j}]"
+            if backends is not None and upstream.backend not in backends:
+                known = ", ".join(backends) if backends else "none are configured"
+                problems.append(
+                    f"{where}.backend {upstream.backend!r} is not a configured backend "
+                    f"(known: {known})"
+                )
+            slot = (upstream.backend, normalize_model(upstream.upstream_name))
+            if slot in claimed:
+                problems.append(
+                    f"{where}.upstream_name {upstream.upstream_name!r} on {upstream.backend!r} "
+                    f"already names models[{claimed[slot]}] there"
+                )
+            claimed.setdefault(slot, i)
+    return problems
+
+
 class HealthConfig(_Section):
     interval_s: Seconds = Field(
         default=5.0, description="Time between health probes of each backend."
@@ -271,6 +381,12 @@ class Settings(_Section):
     host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
     port: int = Field(default=8088, ge=1, le=65535, description="TCP port to listen on.")
     backends: list[BackendConfig] = Field(default_factory=list, description="LLM servers.")
+    models: list[LogicalModelConfig] = Field(
+        default_factory=list, description="Logical models: one name across backends."
+    )
+    list_unmapped: bool = Field(
+        default=True, description="Also list upstream models no logical model claims."
+    )
     policy: str = Field(default="least_conn", description="Name of the backend selection policy.")
     log_level: LogLevel = Field(default="info", description="Least severe log level written.")
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
@@ -307,3 +423,17 @@ class Settings(_Section):
                 )
             first[backend.name] = i
         return backends
+
+    @field_validator("models")
+    @classmethod
+    def _models_agree(
+        cls, models: list[LogicalModelConfig], info: ValidationInfo
+    ) -> list[LogicalModelConfig]:
+        # Only configured backends are known here; one registered at run time cannot
+        # be named in models[].backends, though it joins a model by name or alias.
+        configured = info.data.get("backends")
+        names = [b.name for b in configured] if configured is not None else None
+        problems = _model_conflicts(models, names)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return models
