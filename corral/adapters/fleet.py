@@ -20,6 +20,7 @@ from corral.adapters.engine_metrics import parse_vllm_metrics
 from corral.adapters.upstream import HttpTransport, Transport, UpstreamRequest
 from corral.core.dispatch import Dispatcher
 from corral.core.errors import QueueTimeout
+from corral.core.models import ModelMap
 from corral.core.names import normalize_model
 from corral.core.policies import Policy
 from corral.core.types import BackendKind, BackendState, RequestInfo, RouteDecision
@@ -43,9 +44,12 @@ class Fleet:
         probe_interval: float,
         probe_timeout: float,
         models_refresh: float = 30.0,
+        models: ModelMap | None = None,
         transport_factory: Callable[[str], Transport] | None = None,
     ) -> None:
         self.dispatcher = Dispatcher(policy, max_waiting)
+        # Logical models and aliases: backends' own names are filed under these keys.
+        self.models = models or ModelMap()
         self.transports: dict[str, Transport] = {}
         # Raw /api/tags entries per backend, served merged by GET /api/tags.
         self.tag_entries: dict[str, dict[str, dict[str, Any]]] = {}
@@ -192,8 +196,9 @@ class Fleet:
         state.last_error = None
         if entries is not None:
             self._models_read_at[name] = now
-            self.tag_entries[name] = entries
-            self.dispatcher.set_models(name, entries)
+            placed = self.models.backend_models(name, entries)
+            self.tag_entries[name] = {key: entries[m.source] for key, m in placed.items()}
+            self.dispatcher.set_models(name, placed)
         if not state.healthy:
             log.info("backend %s is up (%d models)", name, len(state.models))
             state.healthy = True

@@ -25,10 +25,22 @@ def fleet_models(gw: Gateway) -> tuple[dict[str, dict[str, Any]], list[BackendSt
     """One entry per model (normalized name) over every healthy backend, first seen wins."""
     merged: dict[str, dict[str, Any]] = {}
     backends = gw.fleet.routable()
+    models = gw.fleet.models
     for b in backends:
-        for name, entry in gw.fleet.tag_entries.get(b.name, {}).items():
-            merged.setdefault(name, entry)
+        for key, entry in gw.fleet.tag_entries.get(b.name, {}).items():
+            if key in merged or not models.listed(key):
+                continue
+            logical = models.model(key)
+            # A logical model is listed under its configured name, whatever the
+            # backend calls it.
+            merged[key] = _renamed(entry, logical.name) if logical is not None else entry
     return merged, backends
+
+
+def _renamed(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    if "id" in entry:
+        return {**entry, "id": name}
+    return {**entry, "name": name, "model": name}
 
 
 def ollama_tag(name: str, entry: dict[str, Any]) -> dict[str, Any]:

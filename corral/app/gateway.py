@@ -10,6 +10,7 @@ from typing import Any
 
 from corral.adapters.fleet import Fleet
 from corral.config import Settings
+from corral.core.models import ModelMap
 from corral.core.policies import make_policy
 from corral.core.usage import UsageRecord
 
@@ -32,6 +33,9 @@ class Gateway:
             probe_interval=settings.health.interval_s,
             probe_timeout=settings.health.timeout_s,
             models_refresh=settings.health.models_refresh_s,
+            models=ModelMap(
+                (m.to_logical() for m in settings.models), list_unmapped=settings.list_unmapped
+            ),
         )
         for b in settings.backends:
             self.fleet.add(

@@ -163,6 +163,7 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
         body["stream_options"] = {**options, "include_usage": True}
     plan = Plan("openai-pass", ctx.endpoint, msgspec.json.encode(body))
     plan.prompt_chars = prompt_chars(ctx.parsed)
+    rename = _renamer(upstream_model, ctx.requested_model)
 
     def whole(data: bytes) -> bytes:
         try:
@@ -172,11 +173,24 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
         if plan.usage is None and ctx.endpoint != "/v1/embeddings":
             reply = oa.parse_reply(data)
             plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-        return data
+        return rename(data) if rename else data
 
     plan.whole = whole
-    plan.stream = lambda: _SSEPass(wants_usage)
+    plan.stream = lambda: _SSEPass(wants_usage, rename)
     return plan
+
+
+def _renamer(upstream: str, requested: str) -> Callable[[bytes], bytes] | None:
+    """The client hears back the model name it asked for (an alias, a bare name).
+
+    A byte replacement of the ``"model":"…"`` member keeps pass-through chunks
+    otherwise untouched; nothing is done when the names already agree.
+    """
+    if upstream == requested:
+        return None
+    old = b'"model":' + msgspec.json.encode(upstream)
+    new = b'"model":' + msgspec.json.encode(requested)
+    return lambda data: data.replace(old, new)
 
 
 class _SSEPass:
@@ -185,8 +199,9 @@ class _SSEPass:
 
     content_type = b"text/event-stream"
 
-    def __init__(self, forward_usage: bool) -> None:
+    def __init__(self, forward_usage: bool, rename: Callable[[bytes], bytes] | None = None) -> None:
         self._forward_usage = forward_usage
+        self._rename = rename
         self._events = 0
         self._buf = b""
         self.usage: Usage | None = None
@@ -202,6 +217,8 @@ class _SSEPass:
         cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
         events, self._buf = buf[:cut], buf[cut:]
         self._events += events.count(b"data:")
+        if self._rename is not None:
+            events = self._rename(events)
         if not self._inspect(events):
             return events
         return b"".join(

@@ -30,7 +30,6 @@ from corral.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from corral.core.names import normalize_model
 from corral.core.types import RequestInfo, RouteDecision
 
 __all__ = ["parse_ollama", "parse_openai", "relay"]
@@ -52,7 +51,7 @@ async def parse_openai(ctx: RequestContext) -> None:
         req = openai_dialect.parse_embed(ctx.body)
     ctx.parsed = req
     ctx.requested_model = req.model
-    ctx.model = normalize_model(req.model)
+    ctx.model = ctx.gw.fleet.models.resolve(req.model)
     ctx.stream = not isinstance(req, EmbedRequest) and req.stream
 
 
@@ -60,7 +59,7 @@ async def parse_ollama(ctx: RequestContext) -> None:
     req = decode_request(ctx.endpoint, ctx.body)
     ctx.parsed = req
     ctx.requested_model = req.model
-    ctx.model = normalize_model(req.model)
+    ctx.model = ctx.gw.fleet.models.resolve(req.model)
     if ctx.endpoint in ("/api/generate", "/api/chat"):
         ctx.stream = req.stream is not False  # Ollama streams unless told not to
     elif ctx.endpoint == "/api/show":
