@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.adapters.fleet import Fleet
+from corral.adapters.images import ImageFetcher
 from corral.config import Settings
 from corral.core.models import ModelMap
 from corral.core.policies import make_policy
@@ -55,6 +56,8 @@ class Gateway:
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
         self.demo_engines: list[Any] = []  # real engines started by --demo
+        # Fetches http(s) image URLs for backends that only take image bytes (Ollama).
+        self.images = ImageFetcher(settings.images)
 
     def record(self, record: UsageRecord) -> None:
         self.requests_total += 1
@@ -70,3 +73,4 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.fleet.stop()
+        await self.images.close()

@@ -165,6 +165,14 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
     timeouts = gw.settings.timeouts
     transport = gw.fleet.transports[decision.backend]
     state = gw.fleet.backends[decision.backend]
+    parsed = ctx.parsed
+    if (
+        state.kind == "ollama"
+        and isinstance(parsed, ChatRequest)
+        and any(m.image_urls for m in parsed.messages)
+    ):
+        # Ollama takes image bytes only: fetch the URLs (once, SSRF-guarded).
+        await gw.images.fetch_all(parsed.messages)
     upstream_model = gw.fleet.upstream_name(decision.backend, ctx.model)
     plan = make_plan(
         ctx, state.kind, upstream_model, gw.fleet.tag_entries[decision.backend].get(ctx.model)

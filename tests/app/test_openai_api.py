@@ -196,3 +196,43 @@ async def test_a_stream_cut_mid_way_ends_with_an_openai_error_event(mixed: Mixed
     events = [e for e in resp.text.split("\n\n") if e]
     assert events[-1] == "data: [DONE]"
     assert "failed mid-stream" in json.loads(events[-2].removeprefix("data: "))["error"]["message"]
+
+
+async def test_an_image_url_is_fetched_for_an_ollama_backend(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    png = bytes.fromhex("89504e470d0a1a0a") + b"\0" * 64
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/cat.png", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    node = await start_node(NodeSpec(models=("llava:7b",), config=FAST_SIM))
+    url = f"http://127.0.0.1:{port}/cat.png"
+    content = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    try:
+        # The image server is on loopback, which the fetcher refuses unless allowed.
+        async with run_gateway([node.url]) as gw, httpx.AsyncClient(base_url=gw.url) as raw:
+            body = {"model": "llava:7b", "messages": [{"role": "user", "content": content}]}
+            refused = await raw.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 400 and "loopback" in refused.json()["error"]["message"]
+        async with (
+            run_gateway([node.url], images={"allow_private": True}) as gw,
+            httpx.AsyncClient(base_url=gw.url) as raw,
+        ):
+            ok = await raw.post("/v1/chat/completions", json=body)
+            assert ok.status_code == 200, ok.text
+            # The simulator counts each image as 256 prompt tokens: it arrived as bytes.
+            assert ok.json()["usage"]["prompt_tokens"] > 256
+    finally:
+        await node.stop()
+        await runner.cleanup()
