@@ -65,6 +65,8 @@ class RequestContext:
     usage_estimated: bool = False
     load_duration_s: float | None = None
     error: str | None = None
+    schema: Any = None  # a SchemaCheck when the request asked for structured output
+    schema_retried: bool = False
     client_gone: bool = False
     # Set just before the last body message: a disconnect seen after it is the normal
     # end of the exchange, not a client leaving.

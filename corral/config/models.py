@@ -340,6 +340,18 @@ class CorsConfig(_Section):
         return self
 
 
+class StructuredConfig(_Section):
+    """Checking answers against the JSON schema a request asked for."""
+
+    check: bool = Field(
+        default=True, description="Check answers to requests that carry a JSON schema."
+    )
+    on_invalid: Literal["mark", "retry"] = Field(
+        default="mark",
+        description="Non-streamed invalid answer: mark it (header) or retry once, then mark.",
+    )
+
+
 class ImagesConfig(_Section):
     """Fetching http(s) image URLs for backends that take only image bytes (Ollama)."""
 
@@ -396,6 +408,7 @@ class Settings(_Section):
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
     cors: CorsConfig = Field(default_factory=lambda: CorsConfig())
     images: ImagesConfig = Field(default_factory=lambda: ImagesConfig())
+    structured: StructuredConfig = Field(default_factory=lambda: StructuredConfig())
 
     @field_validator("log_level", mode="before")
     @classmethod
