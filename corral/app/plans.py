@@ -36,6 +36,7 @@ from corral.core.types import BackendKind
 __all__ = ["Plan", "StreamHandler", "make_plan", "now_rfc3339"]
 
 Mode = Literal["ollama-pass", "openai-pass", "translate", "local"]
+_SSE = b"text/event-stream"
 
 
 def now_rfc3339() -> str:
@@ -286,6 +287,8 @@ class _Translate:
     def _emit(self, deltas: list[Delta]) -> bytes:
         out = []
         for d in deltas:
+            if self.error is not None:
+                break  # an error ends the client's stream; what follows is not relayed
             self.text_chars += len(d.content) + len(d.thinking)
             if d.usage is not None:
                 self.usage = d.usage
@@ -302,6 +305,9 @@ class _Translate:
 
     def close(self) -> bytes:
         tail = self._emit(self._decoder.close())
+        if self.error is not None:
+            # The error event is the end; SSE still owes its [DONE] marker.
+            return tail + (b"data: [DONE]\n\n" if self.content_type == _SSE else b"")
         return tail + (self._on_end(self._encoder) if self.finished else b"")
 
     def answer_tokens(self) -> int:
@@ -358,7 +364,7 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
 
     plan.whole = whole
     plan.stream = lambda: _Translate(
-        b"text/event-stream",
+        _SSE,
         ol.StreamDecoder(kind),
         oa.StreamEncoder(
             kind, id=oid, created=created, model=model, include_usage=req.include_usage

@@ -419,6 +419,8 @@ async def _relay_handled_stream(
                 out = tap.feed(out)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+            if handler.error is not None:
+                break  # the client's stream has ended with the error; stop reading
         out = handler.close()
         if tap is not None:
             out = tap.feed(out)

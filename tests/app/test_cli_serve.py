@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,33 @@ def test_demo_serves_a_simulated_fleet() -> None:
             client.close()
     finally:
         stop(proc)
+
+
+def test_the_sync_openai_client_works_through_corral(gateway: str) -> None:
+    import openai
+
+    with openai.OpenAI(base_url=gateway + "/v1", api_key="unused", max_retries=0) as client:
+        assert "llama3.2:1b" in {m.id for m in client.models.list().data}
+        hi = [{"role": "user", "content": "hi"}]
+        reply = client.chat.completions.create(model="llama3.2:1b", messages=hi, max_tokens=5)
+        assert reply.choices[0].message.content and reply.usage is not None
+        stream = client.chat.completions.create(
+            model="llama3.2:1b",
+            messages=hi,
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+        schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+        shaped = client.chat.completions.with_raw_response.create(
+            model="llama3.2:1b",
+            messages=hi,
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        )
+        assert shaped.headers["x-corral-schema"] == "valid"
+        content = shaped.parse().choices[0].message.content
+        assert content is not None and isinstance(json.loads(content), dict)
+        vectors = client.embeddings.create(model="nomic-embed-text", input="x")
+        assert len(vectors.data[0].embedding) > 8

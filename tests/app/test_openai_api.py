@@ -236,3 +236,23 @@ async def test_an_image_url_is_fetched_for_an_ollama_backend(tmp_path: Path) -> 
     finally:
         await node.stop()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_malformed_backend_chunk_is_an_error_not_a_crash(
+    mixed: Mixed, stream: bool
+) -> None:
+    mixed.ollama_node.set_faults(malformed_json=1.0, after_chunks=2)
+    async with httpx.AsyncClient(base_url=mixed.gateway.url, timeout=10) as raw:
+        resp = await raw.post(
+            "/v1/chat/completions",
+            json={"model": "llama3.2:1b", "messages": HI, "stream": stream},
+        )
+    if stream:
+        assert resp.status_code == 200
+        events = [e for e in resp.text.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]"
+        assert "error" in json.loads(events[-2].removeprefix("data: "))
+    else:
+        # Nothing was sent yet, so the request failed over; with one holder it is a 502.
+        assert resp.status_code == 502 and resp.json()["error"]["message"]
