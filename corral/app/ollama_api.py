@@ -93,10 +93,22 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
         return _json(request, {"models": tags}, backends)
 
     async def ps(request: Request) -> Response:
-        """What is loaded where: every backend's /api/ps, each entry marked with its backend."""
+        """What is loaded where: every backend's /api/ps, each entry marked with its backend.
+
+        An OpenAI-kind server (vLLM, llama.cpp) keeps its models loaded while it runs,
+        so each of its models is listed as resident.
+        """
         backends = gw.fleet.routable("ollama")
         found = await asyncio.gather(*(_ps_of(gw, b) for b in backends))
-        return _json(request, {"models": [e for entries in found for e in entries]}, backends)
+        entries = [e for part in found for e in part]
+        servers = gw.fleet.routable("openai")
+        for b in servers:
+            for key, entry in gw.fleet.tag_entries.get(b.name, {}).items():
+                resident = ollama_tag(key, entry) | {"size_vram": 0, "backend": b.name}
+                if isinstance(entry.get("max_model_len"), int):
+                    resident["context_length"] = entry["max_model_len"]
+                entries.append(resident)
+        return _json(request, {"models": entries}, [*backends, *servers])
 
     async def version(request: Request) -> Response:
         """The lowest version in the fleet: what every backend can be relied on to do."""

@@ -144,6 +144,9 @@ async def test_ollama_client_on_openai_kind_backends(mixed: Mixed) -> None:
     assert len(embedded.embeddings) == 2
     shown = await mixed.ol.show(QWEN)
     assert shown.capabilities == ["completion"]
+    resident = {(m.model, m.context_length) for m in (await mixed.ol.ps()).models}
+    assert (QWEN, 32768) in resident  # the vLLM server's max_model_len
+    assert "tiny-llama" in {n for n, _ in resident}
 
 
 async def test_tool_calls_translate_both_ways(mixed: Mixed) -> None:
