@@ -12,7 +12,7 @@ from aiohttp import web
 
 from corral.sim import text
 from corral.sim.model_types import Kind, Request
-from corral.sim.node import Inbox
+from corral.sim.runtime import Inbox
 from corral.sim.vllm_node import VLLM_RUNTIME, VllmRuntime
 from corral.sim.vllm_tokens import VOCAB_SIZE, render_chat
 from corral.sim.vllm_wire import (
