@@ -17,6 +17,8 @@ from corral.sim import text
 from corral.sim.faults import RUNNER_CRASH
 from corral.sim.model import Admission, Event, EventKind, Kind, Request
 from corral.sim.node import RUNTIME, NodeRuntime
+from corral.sim.runtime import Inbox
+from corral.sim.streaming import FaultyStream, Framing
 from corral.sim.wire import (
     BUSY_MESSAGE,
     BadRequest,
@@ -45,10 +47,6 @@ class _Call:
     n_think: int = 0  # the first n_think pieces are thinking
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     context_len: int = 0
-
-
-class _Stop(Exception):
-    """A fault ended the response early."""
 
 
 def _options(body: dict[str, Any], where: str) -> tuple[dict[str, Any], int | None, int | None]:
@@ -247,61 +245,7 @@ def _final(call: _Call, ev: Event, ts: str, whole: bool) -> dict[str, Any]:
     return out
 
 
-class _Writer:
-    """Writes NDJSON lines, preparing the response on the first, and plays the
-    mid-stream faults drawn for this request."""
-
-    def __init__(self, request: web.Request, rt: NodeRuntime) -> None:
-        self.request = request
-        self.rt = rt
-        self.resp: web.StreamResponse | None = None
-        self.count = 0
-        f, dice = rt.faults, rt.dice
-        self.after = f.after_chunks
-        self.fault = (
-            "drop_mid_stream"
-            if dice.roll(f.drop_mid_stream)
-            else "error_mid_stream"
-            if dice.roll(f.error_mid_stream)
-            else "malformed_json"
-            if dice.roll(f.malformed_json)
-            else None
-        )
-
-    async def put(self, lines: list[bytes], final: bool = False) -> None:
-        out: list[bytes] = []
-        for i, line in enumerate(lines):
-            last = final and i == len(lines) - 1
-            if self.fault is not None and (self.count >= self.after or last):
-                kind, self.fault = self.fault, None
-                self.rt.counters.errors[kind] += 1
-                if kind == "malformed_json":
-                    line = line[: len(line) // 2] + b"\n"
-                else:
-                    if kind == "error_mid_stream":
-                        out.append(encode({"error": RUNNER_CRASH}) + b"\n")
-                    await self._write(out)
-                    if kind == "error_mid_stream" and self.resp is not None:
-                        await self.resp.write_eof()
-                    else:
-                        _cut(self.request)
-                    raise _Stop(kind)
-            out.append(line)
-            self.count += 1
-        await self._write(out)
-
-    async def _write(self, out: list[bytes]) -> None:
-        if self.resp is None:
-            self.resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-            await self.resp.prepare(self.request)
-        if out:
-            await self.resp.write(b"".join(out))
-
-
-def _cut(request: web.Request) -> None:
-    """Close the connection abruptly, mid-response."""
-    if request.transport is not None:
-        request.transport.abort()
+_NDJSON = Framing("application/x-ndjson", b"\n", encode({"error": RUNNER_CRASH}) + b"\n")
 
 
 async def _serve(request: web.Request, rt: NodeRuntime, call: _Call) -> web.StreamResponse:
@@ -312,62 +256,39 @@ async def _serve(request: web.Request, rt: NodeRuntime, call: _Call) -> web.Stre
     if adm is Admission.NOT_FOUND or inbox is None:
         rt.counters.errors["not_found"] += 1
         return error_response(404, not_found_message(call.model))
-    writer = _Writer(request, rt)
-    finished = False
-    try:
-        if not call.stream:
-            done = await inbox.done()
-            finished = True
-            body = encode(_final(call, done, utc_now(), whole=True))
-            if writer.fault is not None:
-                kind = writer.fault
-                rt.counters.errors[kind] += 1
-                if kind == "malformed_json":
-                    body = body[: len(body) // 2]
-                elif kind == "error_mid_stream":
-                    return error_response(500, RUNNER_CRASH)
-                else:
-                    _cut(request)
-                    raise _Stop(kind)
-            rt.counters.completed += 1
-            return json_response(body)
-        sent = 0
-        while True:
-            events = await inbox.get()
-            ts = utc_now()
-            done_ev = next((e for e in events if e.kind is EventKind.DONE), None)
-            upto = len(call.pieces) if done_ev else max(e.tokens for e in events)
-            upto = min(upto, len(call.pieces))
-            lines = [encode(_piece_chunk(call, i, ts)) + b"\n" for i in range(sent, upto)]
-            sent = upto
-            if done_ev is None:
-                await writer.put(lines)
-                continue
-            if call.tool_calls:
-                msg = {"role": "assistant", "content": "", "tool_calls": call.tool_calls}
-                tool_chunk = {"model": call.model, "created_at": ts, "message": msg, "done": False}
-                lines.append(encode(tool_chunk) + b"\n")
-            lines.append(encode(_final(call, done_ev, ts, whole=False)) + b"\n")
-            finished = True
-            await writer.put(lines, final=True)
-            assert writer.resp is not None
-            await writer.resp.write_eof()
-            rt.counters.completed += 1
-            return writer.resp
-    except ConnectionError:
-        # The client left while we wrote: same as a disconnect.
-        raise asyncio.CancelledError() from None
-    except _Stop:
-        # The fault ended it; the model must not keep generating for a gone client.
-        finished = True
-        rt.cancel(call.req.req_id)
-        if writer.resp is not None:
-            return writer.resp
-        raise asyncio.CancelledError() from None
-    finally:
-        if not finished:
-            rt.cancel(call.req.req_id)
-            rt.counters.cancelled += 1
+    writer = FaultyStream(request, rt, _NDJSON)
+    return await writer.guard(call.req.req_id, _answer(rt, call, inbox, writer))
+
+
+async def _answer(
+    rt: NodeRuntime, call: _Call, inbox: Inbox, writer: FaultyStream
+) -> web.StreamResponse:
+    if not call.stream:
+        done = await inbox.done()
+        writer.finished = True
+        body = writer.whole(encode(_final(call, done, utc_now(), whole=True)))
+        if body is None:
+            return error_response(500, RUNNER_CRASH)
+        rt.counters.completed += 1
+        return json_response(body)
+    sent = 0
+    while True:
+        events = await inbox.get()
+        ts = utc_now()
+        done_ev = next((e for e in events if e.kind is EventKind.DONE), None)
+        upto = len(call.pieces) if done_ev else max(e.tokens for e in events)
+        upto = min(upto, len(call.pieces))
+        lines = [encode(_piece_chunk(call, i, ts)) + b"\n" for i in range(sent, upto)]
+        sent = upto
+        if done_ev is None:
+            await writer.put(lines)
+            continue
+        if call.tool_calls:
+            msg = {"role": "assistant", "content": "", "tool_calls": call.tool_calls}
+            tool_chunk = {"model": call.model, "created_at": ts, "message": msg, "done": False}
+            lines.append(encode(tool_chunk) + b"\n")
+        lines.append(encode(_final(call, done_ev, ts, whole=False)) + b"\n")
+        return await writer.finish(lines)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:

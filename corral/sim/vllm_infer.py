@@ -10,12 +10,13 @@ do. A client that disconnects aborts its sequence in the engine.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from corral.sim.model_types import Event, EventKind, Kind, Request
+from corral.sim.runtime import Inbox
+from corral.sim.streaming import FaultyStream, Framing
 from corral.sim.vllm_answer import Call, parse_chat, parse_completion
 from corral.sim.vllm_node import VLLM_RUNTIME, VllmRuntime
 from corral.sim.vllm_wire import (
@@ -32,67 +33,11 @@ from corral.sim.vllm_wire import (
 __all__ = ["chat_completions", "completions"]
 
 
-class _Stop(Exception):
-    """A fault ended the response early."""
-
-
-class _Stream:
-    """Writes SSE events, preparing the response on the first, and plays the
-    mid-stream faults drawn for this request."""
-
-    def __init__(self, request: web.Request, rt: VllmRuntime) -> None:
-        self.request = request
-        self.rt = rt
-        self.resp: web.StreamResponse | None = None
-        self.count = 0
-        f, dice = rt.faults, rt.dice
-        self.after = f.after_chunks
-        self.fault = (
-            "drop_mid_stream"
-            if dice.roll(f.drop_mid_stream)
-            else "error_mid_stream"
-            if dice.roll(f.error_mid_stream)
-            else "malformed_json"
-            if dice.roll(f.malformed_json)
-            else None
-        )
-
-    async def put(self, events: list[bytes], final: bool = False) -> None:
-        out: list[bytes] = []
-        for i, ev in enumerate(events):
-            last = final and i == len(events) - 1
-            if self.fault is not None and (self.count >= self.after or last):
-                kind, self.fault = self.fault, None
-                self.rt.counters.errors[kind] += 1
-                if kind == "malformed_json":
-                    ev = ev[: len(ev) // 2] + b"\n\n"
-                else:
-                    if kind == "error_mid_stream":
-                        out.append(sse(error_body(500, ENGINE_DEAD, "InternalServerError")))
-                        out.append(DONE)
-                    await self._write(out)
-                    if kind == "error_mid_stream" and self.resp is not None:
-                        await self.resp.write_eof()
-                    else:
-                        _cut(self.request)
-                    raise _Stop(kind)
-            out.append(ev)
-            self.count += 1
-        await self._write(out)
-
-    async def _write(self, out: list[bytes]) -> None:
-        if self.resp is None:
-            self.resp = web.StreamResponse(
-                headers={"Content-Type": "text/event-stream; charset=utf-8"}
-            )
-            await self.resp.prepare(self.request)
-        if out:
-            await self.resp.write(b"".join(out))
-
-
-def _cut(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.abort()
+_SSE = Framing(
+    "text/event-stream; charset=utf-8",
+    b"\n\n",
+    sse(error_body(500, ENGINE_DEAD, "InternalServerError")) + DONE,
+)
 
 
 class _Answer:
@@ -195,79 +140,54 @@ async def _serve(
 ) -> web.StreamResponse:
     inbox = rt.submit(req)
     answer = _Answer(rt, call)
-    stream = _Stream(request, rt)
-    finished = False
-    try:
-        if not call.stream:
-            await inbox.done()
-            finished = True
-            return _whole(request, rt, answer, stream)
-        # Headers go out at once (Starlette's StreamingResponse); the body waits for tokens.
-        await stream.put([])
-        sent = 0
-        first = call.api == "chat"
-        while True:
-            events = await inbox.get()
-            done = next((e for e in events if e.kind is EventKind.DONE), None)
-            upto = call.output_tokens if done else max(_tokens(events), sent)
-            upto = min(upto, call.output_tokens)
-            last = upto - 1 if done is not None else -1
-            out = [
-                answer.chunk(call.deltas[i], i + 1, call.finish_reason if i == last else None)
-                for i in range(sent, upto)
-            ]
-            if first and (out or done is not None):
-                # vLLM sends the role with the engine's first output.
-                out.insert(0, answer.chunk({"role": "assistant", "content": ""}, 0))
-                first = False
-            sent = upto
-            if done is None:
-                await stream.put(out)
-                continue
-            if not call.deltas:
-                empty: dict[str, Any] = {"content": ""} if call.api == "chat" else {"text": ""}
-                out.append(answer.chunk(empty, 0, call.finish_reason))
-            if call.include_usage:
-                out.append(answer.usage_chunk())
-            out.append(DONE)
-            finished = True
-            await stream.put(out, final=True)
-            assert stream.resp is not None
-            await stream.resp.write_eof()
-            rt.counters.completed += 1
-            return stream.resp
-    except ConnectionError:
-        raise asyncio.CancelledError() from None  # the client left while we wrote
-    except _Stop:
-        finished = True
-        rt.cancel(req.req_id)  # the engine must not keep generating for a gone client
-        if stream.resp is not None:
-            return stream.resp
-        raise asyncio.CancelledError() from None
-    finally:
-        if not finished:
-            rt.cancel(req.req_id)
-            rt.counters.cancelled += 1
+    stream = FaultyStream(request, rt, _SSE)
+    return await stream.guard(req.req_id, _respond(rt, call, inbox, answer, stream))
+
+
+async def _respond(
+    rt: VllmRuntime, call: Call, inbox: Inbox, answer: _Answer, stream: FaultyStream
+) -> web.StreamResponse:
+    if not call.stream:
+        await inbox.done()
+        stream.finished = True
+        body = stream.whole(encode(answer.whole()))
+        if body is None:
+            raise ApiError(500, ENGINE_DEAD, "InternalServerError")
+        rt.counters.completed += 1
+        return json_response(body)
+    # Headers go out at once (Starlette's StreamingResponse); the body waits for tokens.
+    await stream.put([])
+    sent = 0
+    first = call.api == "chat"
+    while True:
+        events = await inbox.get()
+        done = next((e for e in events if e.kind is EventKind.DONE), None)
+        upto = call.output_tokens if done else max(_tokens(events), sent)
+        upto = min(upto, call.output_tokens)
+        last = upto - 1 if done is not None else -1
+        out = [
+            answer.chunk(call.deltas[i], i + 1, call.finish_reason if i == last else None)
+            for i in range(sent, upto)
+        ]
+        if first and (out or done is not None):
+            # vLLM sends the role with the engine's first output.
+            out.insert(0, answer.chunk({"role": "assistant", "content": ""}, 0))
+            first = False
+        sent = upto
+        if done is None:
+            await stream.put(out)
+            continue
+        if not call.deltas:
+            empty: dict[str, Any] = {"content": ""} if call.api == "chat" else {"text": ""}
+            out.append(answer.chunk(empty, 0, call.finish_reason))
+        if call.include_usage:
+            out.append(answer.usage_chunk())
+        out.append(DONE)
+        return await stream.finish(out)
 
 
 def _tokens(events: list[Event]) -> int:
     return max((e.tokens for e in events if e.kind is not EventKind.PREEMPTED), default=0)
-
-
-def _whole(request: web.Request, rt: VllmRuntime, answer: _Answer, stream: _Stream) -> web.Response:
-    body = encode(answer.whole())
-    if stream.fault is not None:
-        kind = stream.fault
-        rt.counters.errors[kind] += 1
-        if kind == "malformed_json":
-            body = body[: len(body) // 2]
-        elif kind == "error_mid_stream":
-            raise ApiError(500, ENGINE_DEAD, "InternalServerError")
-        else:
-            _cut(request)
-            raise _Stop(kind)
-    rt.counters.completed += 1
-    return json_response(body)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
