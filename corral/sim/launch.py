@@ -16,13 +16,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, overload
-
-from aiohttp import web
+from typing import overload
 
 from corral.sim.catalogue import Catalogue
 from corral.sim.faults import Faults
+from corral.sim.hosting import HostedNode, serve_app
 from corral.sim.model import NodeConfig, NodeModel
 from corral.sim.node import NodeRuntime
 from corral.sim.server import make_app
@@ -54,51 +52,12 @@ class NodeSpec:
     dialect: str = "ollama"
 
 
-class SimNode:
+class SimNode(HostedNode[NodeSpec, NodeRuntime]):
     """A running node: its URL, its pure model and its runtime (faults, counters)."""
-
-    def __init__(self, spec: NodeSpec, runtime: NodeRuntime, runner: web.AppRunner, port: int):
-        self.spec = spec
-        self.runtime = runtime
-        self.host = spec.host
-        self.port = port
-        self.name = spec.name or f"sim-{port}"
-        self._runner = runner
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     @property
     def model(self) -> NodeModel:
         return self.runtime.model
-
-    def state(self) -> dict[str, Any]:
-        return self.runtime.state()
-
-    def set_faults(self, **changes: Any) -> Faults:
-        """Change some faults (same keys as ``POST /_sim/faults``); returns them all."""
-        self.runtime.set_faults(self.runtime.faults.updated(changes))
-        return self.runtime.faults
-
-    def reset(self) -> None:
-        self.runtime.reset()
-
-    async def stop(self) -> None:
-        self.runtime.close()
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> SimNode:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def __repr__(self) -> str:
         return f"SimNode({self.url}, models={[s.name for s in self.model.present()]})"
@@ -121,27 +80,8 @@ async def _start_ollama_node(spec: NodeSpec) -> SimNode:
     runtime = NodeRuntime(model, catalogue, spec.faults, seed=spec.config.seed)
     for name in spec.loaded:
         runtime.preload(name)
-    # handler_cancellation: a client that disconnects cancels its handler, which
-    # cancels the request in the model, as Ollama does on a closed connection.
-    runner = web.AppRunner(
-        make_app(runtime), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, spec.host, spec.port, reuse_address=True)
-    try:
-        await site.start()
-    except BaseException:
-        runtime.close()
-        await runner.cleanup()
-        raise
-    return SimNode(spec, runtime, runner, _bound_port(runner, spec.port))
-
-
-def _bound_port(runner: web.AppRunner, asked: int) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return asked
+    runner, port = await serve_app(make_app(runtime), runtime, spec.host, spec.port)
+    return SimNode(spec, runtime, runner, port)
 
 
 @overload

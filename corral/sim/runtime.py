@@ -203,3 +203,8 @@ class LoopRuntime(Generic[M]):
 
     def _clear_stats(self) -> None:
         raise NotImplementedError
+
+    # --------------------------------------------------------------- views
+    def state(self) -> dict[str, Any]:
+        """What ``GET /_sim/state`` answers."""
+        raise NotImplementedError
