@@ -1,22 +1,28 @@
 """A running simulated server, whatever its dialect: its aiohttp app on a TCP port.
 
-:func:`serve_app` binds an app (port 0 asks the OS for a free one) and
-:class:`HostedNode` is the handle :mod:`corral.sim.launch` returns: URL, runtime,
-faults, reset and stop. :class:`~corral.sim.launch.SimNode` (Ollama) and
+:func:`sim_app` builds a server's app (its routes, ``/_sim``, one error middleware),
+:func:`play_hang` is the ``hang`` fault that middleware plays, :func:`serve_app` binds
+the app (port 0 asks the OS for a free one) and :class:`HostedNode` is the handle
+:mod:`corral.sim.launch` returns: URL, runtime, faults, reset and stop.
+:class:`~corral.sim.launch.SimNode` (Ollama) and
 :class:`~corral.sim.vllm_launch.VllmNode` (vLLM) add their model and name.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from corral.sim import control
 from corral.sim.faults import Faults
 from corral.sim.runtime import LoopRuntime
 
-__all__ = ["HostSpec", "HostedNode", "serve_app"]
+__all__ = ["HostSpec", "HostedNode", "play_hang", "serve_app", "sim_app"]
 
 
 class HostSpec(Protocol):
@@ -34,6 +40,28 @@ class HostSpec(Protocol):
 
 S = TypeVar("S", bound=HostSpec)
 R = TypeVar("R", bound=LoopRuntime[Any])
+
+
+def sim_app(
+    key: web.AppKey[R],
+    runtime: R,
+    errors: Middleware,
+    routes: Iterable[web.RouteDef],
+    client_max_size: int,
+) -> web.Application:
+    """The app of one simulated server: its ``routes`` and the ``/_sim`` control
+    endpoint, ``runtime`` stored under ``key``, ``errors`` its one middleware."""
+    app = web.Application(middlewares=[errors], client_max_size=client_max_size)
+    app[key] = runtime
+    app.add_routes([*routes, *control.routes(key)])
+    return app
+
+
+async def play_hang(request: web.Request, runtime: LoopRuntime[Any]) -> None:
+    """The ``hang`` fault: every request but ``/_sim`` waits until its client leaves."""
+    if runtime.faults.hang and not request.path.startswith("/_sim"):
+        runtime.counters.errors["hang"] += 1
+        await asyncio.Event().wait()  # until the client leaves and aiohttp cancels us
 
 
 async def serve_app(

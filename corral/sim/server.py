@@ -9,26 +9,21 @@ every request but ``/_sim``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from corral.sim import control, embed, infer, manage
+from corral.sim import embed, infer, manage
+from corral.sim.hosting import play_hang, sim_app
 from corral.sim.node import RUNTIME, NodeRuntime
 from corral.sim.wire import BadRequest, error_response
 
 __all__ = ["make_app"]
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 @web.middleware
-async def _ollama_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+async def _ollama_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    if rt.faults.hang and not request.path.startswith("/_sim"):
-        rt.counters.errors["hang"] += 1
-        await asyncio.Event().wait()  # until the client leaves and aiohttp cancels us
+    await play_hang(request, rt)
     try:
         return await handler(request)
     except BadRequest as exc:
@@ -40,17 +35,12 @@ async def _ollama_errors(request: web.Request, handler: _Handler) -> web.StreamR
 
 
 def make_app(runtime: NodeRuntime) -> web.Application:
+    routes = [
+        web.post("/api/generate", infer.generate),
+        web.post("/api/chat", infer.chat),
+        web.post("/api/embed", embed.embed),
+        web.post("/api/embeddings", embed.embeddings),
+        *manage.routes(),
+    ]
     # Ollama accepts large prompts and blobs; aiohttp's 1 MiB default would 413 them.
-    app = web.Application(middlewares=[_ollama_errors], client_max_size=1 << 34)
-    app[RUNTIME] = runtime
-    app.add_routes(
-        [
-            web.post("/api/generate", infer.generate),
-            web.post("/api/chat", infer.chat),
-            web.post("/api/embed", embed.embed),
-            web.post("/api/embeddings", embed.embeddings),
-            *manage.routes(),
-            *control.routes(),
-        ]
-    )
-    return app
+    return sim_app(RUNTIME, runtime, _ollama_errors, routes, client_max_size=1 << 34)

@@ -9,12 +9,11 @@ swallows every request but ``/_sim``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from corral.sim import control, vllm_infer, vllm_routes
+from corral.sim import vllm_infer, vllm_routes
+from corral.sim.hosting import play_hang, sim_app
 from corral.sim.vllm_node import VLLM_RUNTIME, VllmRuntime
 from corral.sim.vllm_wire import ApiError, error_response, json_response
 from corral.sim.wire import BadRequest
@@ -22,15 +21,11 @@ from corral.sim.wire import error_response as plain_error
 
 __all__ = ["make_vllm_app"]
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 @web.middleware
-async def _vllm_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+async def _vllm_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     rt = request.app[VLLM_RUNTIME]
-    if rt.faults.hang and not request.path.startswith("/_sim"):
-        rt.counters.errors["hang"] += 1
-        await asyncio.Event().wait()  # until the client leaves and aiohttp cancels us
+    await play_hang(request, rt)
     try:
         return await handler(request)
     except ApiError as exc:
@@ -47,15 +42,10 @@ async def _vllm_errors(request: web.Request, handler: _Handler) -> web.StreamRes
 
 
 def make_vllm_app(runtime: VllmRuntime) -> web.Application:
+    routes = [
+        web.post("/v1/chat/completions", vllm_infer.chat_completions),
+        web.post("/v1/completions", vllm_infer.completions),
+        *vllm_routes.routes(),
+    ]
     # Long prompts are normal; aiohttp's 1 MiB default body limit would 413 them.
-    app = web.Application(middlewares=[_vllm_errors], client_max_size=1 << 30)
-    app[VLLM_RUNTIME] = runtime
-    app.add_routes(
-        [
-            web.post("/v1/chat/completions", vllm_infer.chat_completions),
-            web.post("/v1/completions", vllm_infer.completions),
-            *vllm_routes.routes(),
-            *control.routes(VLLM_RUNTIME),
-        ]
-    )
-    return app
+    return sim_app(VLLM_RUNTIME, runtime, _vllm_errors, routes, client_max_size=1 << 30)
