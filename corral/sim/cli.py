@@ -11,7 +11,9 @@ import asyncio
 import math
 import signal
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 
@@ -68,33 +70,26 @@ def build_specs(
     if nodes < 1:
         raise typer.BadParameter("--nodes must be at least 1")
     cat = Catalogue.load(catalogue)
-    specs = []
-    for i in range(nodes):
-        config = NodeConfig(
-            num_parallel=num_parallel,
-            max_loaded_models=max_loaded_models,
-            vram_bytes=int(vram_gb * 1024**3),
-            max_queue=max_queue,
-            keep_alive=parse_cli_keep_alive(keep_alive),
-            speed=speed,
-            zero_delay=zero_delay,
-            # Live streaming wants per-token events; zero-delay answers all at once.
-            token_chunk=0 if zero_delay else 1,
-            seed=seed + i,
-        )
-        specs.append(
-            NodeSpec(
-                port=port + i if port else 0,
-                host=host,
-                models=tuple(_names(models)),
-                loaded=tuple(_names(loaded)),
-                config=config,
-                faults=faults or Faults(),
-                catalogue=cat,
-                name=f"node{i}",
-            )
-        )
-    return specs
+    config = NodeConfig(
+        num_parallel=num_parallel,
+        max_loaded_models=max_loaded_models,
+        vram_bytes=int(vram_gb * 1024**3),
+        max_queue=max_queue,
+        keep_alive=parse_cli_keep_alive(keep_alive),
+        speed=speed,
+        zero_delay=zero_delay,
+        token_chunk=_token_chunk(zero_delay),
+        seed=seed,
+    )
+    spec = NodeSpec(
+        host=host,
+        models=tuple(_names(models)),
+        loaded=tuple(_names(loaded)),
+        config=config,
+        faults=faults or Faults(),
+        catalogue=cat,
+    )
+    return _numbered(spec, nodes, port)
 
 
 def build_vllm_specs(
@@ -136,31 +131,46 @@ def build_vllm_specs(
                 f"max_model_len {need} of {name} needs more KV cache than --kv-cache-tokens "
                 f"{kv_cache_tokens} holds; lower --max-model-len or raise --kv-cache-tokens"
             )
-    specs = []
-    for i in range(nodes):
-        config = VllmConfig(
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-            max_model_len=max_model_len,
-            kv_cache_tokens=kv_cache_tokens,
-            enable_prefix_caching=prefix_caching,
-            speed=speed,
-            zero_delay=zero_delay,
-            token_chunk=0 if zero_delay else 1,
-            seed=seed + i,
-        )
-        specs.append(
-            VllmSpec(
-                port=port + i if port else 0,
-                host=host,
-                model=names[i] if len(names) == nodes else names[0],
-                config=config,
-                faults=faults or Faults(),
-                catalogue=cat,
-                name=f"node{i}",
-            )
-        )
+    config = VllmConfig(
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        kv_cache_tokens=kv_cache_tokens,
+        enable_prefix_caching=prefix_caching,
+        speed=speed,
+        zero_delay=zero_delay,
+        token_chunk=_token_chunk(zero_delay),
+        seed=seed,
+    )
+    spec = VllmSpec(
+        host=host, model=names[0], config=config, faults=faults or Faults(), catalogue=cat
+    )
+    specs = _numbered(spec, nodes, port)
+    if len(names) == nodes:
+        specs = [replace(s, model=name) for s, name in zip(specs, names, strict=True)]
     return specs
+
+
+def _token_chunk(zero_delay: bool) -> int:
+    # Live streaming wants per-token events; zero-delay answers all at once.
+    return 0 if zero_delay else 1
+
+
+_Spec = TypeVar("_Spec", NodeSpec, VllmSpec)
+
+
+def _numbered(spec: _Spec, nodes: int, port: int) -> list[_Spec]:
+    """``nodes`` copies of ``spec``: node i is ``node{i}``, on ``port + i`` (0: any
+    port), seeded ``seed + i``."""
+    return [
+        replace(
+            spec,
+            port=port + i if port else 0,
+            name=f"node{i}",
+            config=replace(spec.config, seed=spec.config.seed + i),
+        )
+        for i in range(nodes)
+    ]
 
 
 def _describe(node: SimNode | VllmNode) -> str:
