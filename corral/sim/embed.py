@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any
 
 from aiohttp import web
@@ -31,8 +30,20 @@ class _Refused(Exception):
         self.response = response
 
 
-async def _run(rt: NodeRuntime, req: Request, model: str) -> Event:
-    """Submit and wait for DONE; a refusal is raised as a ready response."""
+async def _run(
+    rt: NodeRuntime,
+    body: dict[str, Any],
+    model: str,
+    spec: ModelSpec,
+    opts: dict[str, Any],
+    tokens: int,
+    has_input: bool,
+) -> Event:
+    """Submit the request (a load when there is no input) and wait for DONE; a refusal
+    is raised as a ready response."""
+    kind = Kind.EMBED if has_input else Kind.LOAD
+    keep_alive = parse_keep_alive(body.get("keep_alive"))
+    req = Request(rt.next_id(), spec.name, kind, tokens, 0, keep_alive, _num_ctx(opts))
     adm, inbox = rt.submit(req)
     if adm is Admission.BUSY:
         rt.counters.errors["busy"] += 1
@@ -103,18 +114,12 @@ async def embed(request: web.Request) -> web.StreamResponse:
         refusal = rt.refusal()
         if refusal is not None:
             return error_response(*refusal)
-        kind = Kind.EMBED if inputs else Kind.LOAD
-        keep_alive = parse_keep_alive(body.get("keep_alive"))
-        req = Request(rt.next_id(), spec.name, kind, sum(counts), 0, keep_alive, _num_ctx(opts))
-        done = await _run(rt, req, model)
+        done = await _run(rt, body, model, spec, opts, sum(counts), bool(inputs))
     except _Refused as refused:
         return refused.response
     vectors = []
     for item in inputs:
-        vec = text.embedding(spec.name, item, spec.embedding_length)
-        if 0 < dims < len(vec):
-            vec = _normalized(vec[:dims])
-        vectors.append(vec)
+        vectors.append(text.embedding(spec.name, item, spec.embedding_length, dims))
     out: dict[str, Any] = {"model": model, "embeddings": vectors}
     if inputs and done.metrics is not None:
         out["total_duration"] = int(done.metrics.total_duration * 1e9)
@@ -136,17 +141,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         if refusal is not None:
             return error_response(*refusal)
         count = min(text.prompt_tokens(prompt), _limit(rt, spec, opts))
-        kind = Kind.EMBED if prompt else Kind.LOAD
-        keep_alive = parse_keep_alive(body.get("keep_alive"))
-        req = Request(rt.next_id(), spec.name, kind, count, 0, keep_alive, _num_ctx(opts))
-        await _run(rt, req, model)
+        await _run(rt, body, model, spec, opts, count, bool(prompt))
     except _Refused as refused:
         return refused.response
     rt.counters.completed += 1
     vec = text.embedding(spec.name, prompt, spec.embedding_length) if prompt else []
     return json_response({"embedding": vec})
-
-
-def _normalized(vec: list[float]) -> list[float]:
-    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-    return [v / norm for v in vec]

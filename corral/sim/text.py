@@ -152,9 +152,19 @@ def tool_call(
     return {"function": {"name": str(chosen["name"]), "arguments": args}}
 
 
-def embedding(model: str, text: str, dim: int) -> list[float]:
-    """A unit-norm vector of ``dim`` floats, stable for (model, text)."""
+def embedding(model: str, text: str, dim: int, dimensions: int | None = None) -> list[float]:
+    """A unit-norm vector of ``dim`` floats, stable for (model, text).
+
+    ``dimensions`` between 0 and ``dim`` (exclusive) keeps that many first components,
+    normalized again: both servers' ``dimensions`` option.
+    """
     rng = seeded("embed", model, text)
-    vec = [rng.gauss(0.0, 1.0) for _ in range(max(dim, 1))]
+    vec = _unit([rng.gauss(0.0, 1.0) for _ in range(max(dim, 1))])
+    if dimensions is not None and 0 < dimensions < len(vec):
+        vec = _unit(vec[:dimensions])
+    return vec
+
+
+def _unit(vec: list[float]) -> list[float]:
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     return [v / norm for v in vec]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import struct
 from typing import Any
 
@@ -163,9 +162,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         raise
     data = []
     for i, (item, _) in enumerate(inputs):
-        vec = text.embedding(rt.spec.name, item, rt.spec.embedding_length)
-        if dims is not None and 0 < dims < len(vec):
-            vec = _normalized(vec[:dims])
+        vec = text.embedding(rt.spec.name, item, rt.spec.embedding_length, dims)
         value: Any = vec
         if fmt == "base64":
             value = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
@@ -187,11 +184,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             },
         }
     )
-
-
-def _normalized(vec: list[float]) -> list[float]:
-    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-    return [v / norm for v in vec]
 
 
 def routes() -> list[web.RouteDef]:
