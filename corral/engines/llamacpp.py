@@ -20,6 +20,7 @@ The child (``corral.engines.llamacpp_child``) stops cleanly on SIGTERM or SIGINT
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json
 import shutil
@@ -28,8 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
 
 from corral.engines.llamacpp_child import main
 
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 _LOG_TAIL_LINES = 40
 
 
@@ -210,31 +215,25 @@ def start_llamacpp(
     return server
 
 
-async def start_llamacpp_async(
-    model_path: Path | str,
-    *,
-    port: int = 0,
-    parallel: int = 2,
-    ctx: int | None = None,
-    threads: int = 1,
-    embedding: bool = False,
-    alias: str | None = None,
-    ready_timeout: float = 30.0,
-    log_path: Path | None = None,
-) -> LlamaCppServer:
-    """``start_llamacpp`` without blocking the event loop while the child starts."""
-    return await asyncio.to_thread(
-        start_llamacpp,
-        model_path,
-        port=port,
-        parallel=parallel,
-        ctx=ctx,
-        threads=threads,
-        embedding=embedding,
-        alias=alias,
-        ready_timeout=ready_timeout,
-        log_path=log_path,
-    )
+def _off_the_loop(
+    fn: Callable[_P, _T], name: str, doc: str
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """``fn`` as a coroutine function that runs it in a worker thread."""
+
+    @functools.wraps(fn)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return run
+
+
+start_llamacpp_async = _off_the_loop(
+    start_llamacpp,
+    "start_llamacpp_async",
+    "``start_llamacpp`` without blocking the event loop while the child starts.",
+)
 
 
 def _wait_ready(server: LlamaCppServer, ready_file: Path, deadline: float) -> int:
