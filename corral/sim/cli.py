@@ -313,23 +313,22 @@ def sim(
             prefix_caching=prefix_caching,
             faults=faults,
         )
-        asyncio.run(serve(specs))
-        return
-    specs = build_specs(
-        port=port,
-        host=host,
-        models=models or DEFAULT_MODELS["ollama"],
-        nodes=nodes,
-        catalogue=catalogue,
-        zero_delay=zero_delay,
-        speed=speed,
-        seed=seed,
-        num_parallel=num_parallel,
-        max_loaded_models=max_loaded_models,
-        vram_gb=vram_gb,
-        max_queue=max_queue,
-        keep_alive=keep_alive,
-        loaded=loaded,
-        faults=faults,
-    )
+    else:
+        specs = build_specs(
+            port=port,
+            host=host,
+            models=models or DEFAULT_MODELS["ollama"],
+            nodes=nodes,
+            catalogue=catalogue,
+            zero_delay=zero_delay,
+            speed=speed,
+            seed=seed,
+            num_parallel=num_parallel,
+            max_loaded_models=max_loaded_models,
+            vram_gb=vram_gb,
+            max_queue=max_queue,
+            keep_alive=keep_alive,
+            loaded=loaded,
+            faults=faults,
+        )
     asyncio.run(serve(specs))
