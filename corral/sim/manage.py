@@ -52,6 +52,12 @@ def _meta(rt: NodeRuntime, spec: ModelSpec) -> ModelMeta:
     return rt.meta.get(spec.name) or ModelMeta(modified_at=time.time())
 
 
+async def _read(request: web.Request, where: str) -> tuple[NodeRuntime, dict[str, Any], str]:
+    """The node, the request's body and the model it names."""
+    body = decode_body(await request.read())
+    return request.app[RUNTIME], body, _model_name(body, where)
+
+
 def _model_name(body: dict[str, Any], where: str) -> str:
     # Ollama still accepts the old "name" field beside "model".
     name = typed(body, "model", str, where) or typed(body, "name", str, where) or ""
@@ -108,9 +114,7 @@ async def ps(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    body = decode_body(await request.read())
-    name = _model_name(body, "ShowRequest")
+    rt, _, name = await _read(request, "ShowRequest")
     spec = rt.spec(name)
     if spec is None:
         return error_response(404, f"model '{name}' not found")
@@ -187,9 +191,7 @@ async def _transfer(rt: NodeRuntime, spec: ModelSpec, verb: str) -> AsyncIterato
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    body = decode_body(await request.read())
-    name = _model_name(body, "PullRequest")
+    rt, body, name = await _read(request, "PullRequest")
     stream = typed(body, "stream", bool, "PullRequest")
     spec = rt.spec(name) or rt.catalogue.get(name)
 
@@ -206,9 +208,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
 
 async def push(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    body = decode_body(await request.read())
-    name = _model_name(body, "PushRequest")
+    rt, body, name = await _read(request, "PushRequest")
     stream = typed(body, "stream", bool, "PushRequest")
     spec = rt.spec(name)
     if spec is None:
@@ -225,9 +225,7 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    body = decode_body(await request.read())
-    name = _model_name(body, "CreateRequest")
+    rt, body, name = await _read(request, "CreateRequest")
     stream = typed(body, "stream", bool, "CreateRequest")
     source = typed(body, "from", str, "CreateRequest") or ""
     files = typed(body, "files", dict, "CreateRequest") or {}
@@ -279,9 +277,7 @@ async def copy(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    body = decode_body(await request.read())
-    name = _model_name(body, "DeleteRequest")
+    rt, _, name = await _read(request, "DeleteRequest")
     if not rt.remove_model(name):
         return error_response(404, f"model '{name}' not found")
     return web.Response(status=200)
