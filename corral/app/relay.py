@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
 
 import aiohttp
 import msgspec
 
-from corral.adapters.dialects import ollama as ollama_dialect
 from corral.adapters.dialects import openai as openai_dialect
 from corral.adapters.ollama import Final, decode_request, read_final
-from corral.adapters.schema_check import SchemaCheck
 from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest, UpstreamResponse
 from corral.app.asgi import Watchdog
 from corral.app.pipeline import RequestContext
 from corral.app.plans import Plan, StreamHandler, make_plan
+from corral.app.structured import DONE, SchemaRetry, SchemaTap, judge_whole, schema_for
 from corral.core.canonical import ChatRequest, CompletionRequest, EmbedRequest, Usage
 from corral.core.errors import (
     CorralError,
@@ -41,8 +39,7 @@ log = logging.getLogger("corral.relay")
 
 _FORWARD_HEADERS = {"content-type": "application/json"}
 _NDJSON = b"application/x-ndjson"
-_DONE = b"data: [DONE]\n\n"
-_NOT_TEXT = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings", "/api/show"})
+
 _JSON = b"application/json"
 
 
@@ -93,7 +90,7 @@ async def relay(ctx: RequestContext) -> None:
             f"{gw.open_streams} streams open, the limit is {gw.settings.limits.max_streams}",
             retry_after=1.0,
         )
-    ctx.schema = _schema_for(ctx)
+    ctx.schema = schema_for(ctx)
     while attempt < retry.attempts:
         try:
             decision = await _bind(ctx, info, tried, attempt + 1)
@@ -128,7 +125,7 @@ async def relay(ctx: RequestContext) -> None:
             await _attempt(ctx, decision)
             ok = True
             return
-        except _SchemaRetry as exc:
+        except SchemaRetry as exc:
             # One more try for an answer that missed its schema; not a backend failure.
             ok = True
             ctx.schema_retried = True
@@ -311,7 +308,7 @@ async def _relay_whole(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
     watchdog.touch()
     ctx.ttfb = watchdog.last - watchdog.started
     if ctx.schema is not None:
-        _judge_whole(ctx, body)
+        judge_whole(ctx, body)
     ctx.status = 200
     await _start(ctx, 200, resp.content_type.encode(), len(body))
     ctx.finished = True
@@ -333,7 +330,7 @@ async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: W
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
     await _start(ctx, 200, resp.content_type.encode() or _NDJSON, None)
-    tap = _SchemaTap(ctx) if ctx.schema is not None else None
+    tap = SchemaTap(ctx) if ctx.schema is not None else None
     gw.open_streams += 1
     try:
         await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -374,7 +371,7 @@ async def _relay_planned_whole(
     watchdog.touch()
     ctx.ttfb = watchdog.last - watchdog.started
     if ctx.schema is not None:
-        _judge_whole(ctx, body)
+        judge_whole(ctx, body)
     ctx.status = 200
     await _start(ctx, 200, _JSON, len(body))
     ctx.finished = True
@@ -406,7 +403,7 @@ async def _relay_handled_stream(
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
     await _start(ctx, 200, handler.content_type, None)
-    tap = _SchemaTap(ctx) if ctx.schema is not None else None
+    tap = SchemaTap(ctx) if ctx.schema is not None else None
     gw.open_streams += 1
     try:
         if tap is not None:
@@ -437,83 +434,11 @@ async def _relay_handled_stream(
                 await _end_stream_with_error(ctx, problem)
                 return
             if tap.held_done:
-                await send({"type": "http.response.body", "body": _DONE, "more_body": True})
+                await send({"type": "http.response.body", "body": DONE, "more_body": True})
         ctx.finished = True
         await send({"type": "http.response.body", "body": b""})
     finally:
         gw.open_streams -= 1
-
-
-class _SchemaRetry(Exception):
-    """A non-streamed answer missed its schema and one retry is allowed."""
-
-
-def _schema_for(ctx: RequestContext) -> SchemaCheck | None:
-    """The check the request asked for, if any (a 400 for a schema that is not one)."""
-    if not ctx.gw.settings.structured.check or ctx.endpoint in _NOT_TEXT:
-        return None
-    fmt = getattr(ctx.parsed, "format", None)
-    if fmt is None or fmt == "":
-        return None
-    param = "response_format" if ctx.dialect == "openai" else "format"
-    return SchemaCheck(fmt, param=param)
-
-
-def _answer_text(ctx: RequestContext, body: bytes) -> str:
-    """The generated text of a whole answer in the client's dialect."""
-    if ctx.dialect == "openai":
-        return openai_dialect.parse_reply(body).content
-    kind: Literal["chat", "completion"] = "chat" if ctx.endpoint == "/api/chat" else "completion"
-    return ollama_dialect.parse_reply(body, kind=kind).content
-
-
-def _judge_whole(ctx: RequestContext, body: bytes) -> None:
-    assert ctx.schema is not None
-    problem = ctx.schema.problem(_answer_text(ctx, body))
-    if problem is None:
-        ctx.extra_headers.append((b"x-corral-schema", b"valid"))
-        return
-    structured = ctx.gw.settings.structured
-    retries_left = ctx.attempts < ctx.gw.settings.retry.attempts
-    if structured.on_invalid == "retry" and not ctx.schema_retried and retries_left:
-        raise _SchemaRetry(problem)
-    ctx.error = f"answer does not match the requested format: {problem}"
-    ctx.extra_headers.append((b"x-corral-schema", f"invalid: {problem}"[:300].encode()))
-
-
-class _SchemaTap:
-    """Reads the text a stream carries to the client, to check it when the stream ends.
-
-    On SSE it holds back ``data: [DONE]`` so a failed check can still be reported
-    before the stream's end marker.
-    """
-
-    def __init__(self, ctx: RequestContext) -> None:
-        assert ctx.schema is not None
-        self._check = ctx.schema
-        self._sse = ctx.dialect == "openai"
-        kind: Literal["chat", "completion"] = (
-            "chat" if ctx.endpoint in ("/api/chat", "/v1/chat/completions") else "completion"
-        )
-        self._decoder = (
-            openai_dialect.StreamDecoder() if self._sse else ollama_dialect.StreamDecoder(kind)
-        )
-        self._text: list[str] = []
-        self.held_done = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self._sse and _DONE in data:
-            data = data.replace(_DONE, b"")
-            self.held_done = True
-        for delta in self._decoder.feed(data):
-            self._text.append(delta.content)
-        return data
-
-    def problem(self) -> str | None:
-        for delta in self._decoder.close():
-            self._text.append(delta.content)
-        problem = self._check.problem("".join(self._text))
-        return None if problem is None else f"answer does not match the requested format: {problem}"
 
 
 def _account_usage(ctx: RequestContext, usage: Usage) -> None:

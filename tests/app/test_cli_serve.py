@@ -59,32 +59,32 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 @pytest.fixture(scope="module")
 def sims() -> Iterator[list[str]]:
-    port = free_port()
-    # Two nodes on consecutive ports; the second port may be taken by chance: retry once.
-    for _ in range(2):
-        proc = spawn(
-            "sim",
-            "--nodes",
-            "2",
-            "--port",
-            str(port),
-            "--speed",
-            "100",
-            "--models",
-            "llama3.2:1b,nomic-embed-text",
-        )
-        urls = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
-        try:
-            for url in urls:
-                wait_ready(url, proc, timeout=15)
-            break
-        except AssertionError:
-            stop(proc)
-            port = free_port()
-    else:
-        pytest.fail("could not start corral sim --nodes 2")
+    # Port 0: each node takes a free port and prints its URL, so nothing can race for it.
+    proc = spawn(
+        "sim", "--nodes", "2", "--port", "0", "--speed", "100",
+        "--models", "llama3.2:1b,nomic-embed-text",
+    )  # fmt: skip
+    urls = read_urls(proc, 2)
+    for url in urls:
+        wait_ready(url, proc, timeout=15)
     yield urls
     stop(proc)
+
+
+def read_urls(proc: subprocess.Popen[str], count: int) -> list[str]:
+    """The node URLs ``corral sim`` prints, one line each, as it starts them.
+
+    A process that dies ends the read (EOF); one that hangs is ended by the test timeout.
+    """
+    assert proc.stdout is not None
+    urls: list[str] = []
+    while len(urls) < count:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"corral sim printed {urls} only:\n{stop(proc)}")
+        if line.startswith("corral sim:"):
+            urls.append(line.split()[3])
+    return urls
 
 
 @pytest.fixture
