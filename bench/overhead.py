@@ -83,16 +83,16 @@ class Target:
     auth: str | None = None
 
 
-def corral_target(max_concurrency: int | None) -> Target:
+def corral_target(max_concurrency: int | None, api: str = "ollama") -> Target:
     exe = REPO / ".venv" / "bin" / "corral"
     exe_s = str(exe) if exe.exists() else (shutil.which("corral") or "corral")
     argv = [exe_s, "serve", "--port", "{port}", "--log-level", "warning"]
     cwd = Path(tempfile.mkdtemp(prefix="corral-bench-gw-"))
     if max_concurrency is None:  # as shipped: --backend URL (4 slots for an Ollama backend)
-        return Target("corral", [*argv, "--backend", "{backend}"], "ollama", {}, cwd)
+        return Target("corral", [*argv, "--backend", "{backend}"], api, {}, cwd)
     backends = json.dumps([{"url": "{backend}", "max_concurrency": max_concurrency}])
     env = {"CORRAL_BACKENDS": backends}
-    return Target(f"corral-slots{max_concurrency}", argv, "ollama", env, cwd)
+    return Target(f"corral-slots{max_concurrency}", argv, api, env, cwd)
 
 
 def fill(text: str, port: int, backend: str) -> str:
@@ -466,7 +466,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     who.add_argument("--target-cmd", help="any proxy command; {port} and {backend} are filled in")
     who.add_argument("--litellm", action="store_true", help="LiteLLM proxy (optional, never CI)")
     ap.add_argument("--name", help="label for the target (default: corral / litellm / custom)")
-    ap.add_argument("--api", choices=["ollama", "openai"], help="dialect of --target-cmd")
+    ap.add_argument(
+        "--api",
+        choices=["ollama", "openai"],
+        help="dialect to send (default ollama; litellm: openai)",
+    )
     ap.add_argument("--endpoint", choices=["chat", "generate"], default="chat")
     ap.add_argument("--litellm-bin", help="path to the litellm executable")
     ap.add_argument(
@@ -507,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.litellm:
         target = litellm_target(args)
     else:
-        target = corral_target(args.corral_slots)
+        target = corral_target(args.corral_slots, args.api or "ollama")
     if args.name:
         target.name = args.name
     if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):

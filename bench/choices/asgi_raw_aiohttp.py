@@ -2,8 +2,8 @@
 
     python bench/choices/asgi_raw_aiohttp.py --port P --backend URL [--watch-disconnect]
 
-The same `app` also runs under granian (see README.md); then the backend comes from
-CHOICE_BACKEND.
+The same `app` also runs under granian (`run.py --list` prints the command); the
+backend URL then comes from CHOICE_BACKEND.
 """
 
 import argparse

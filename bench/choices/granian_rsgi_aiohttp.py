@@ -1,7 +1,7 @@
 """Candidate: granian's native RSGI interface + aiohttp client.
 
     CHOICE_BACKEND=URL granian --interface rsgi --port P ... granian_rsgi_aiohttp:app
-(see README.md for the exact command)
+(`python bench/choices/run.py --list` prints the exact command)
 """
 
 import os

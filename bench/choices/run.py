@@ -80,7 +80,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", nargs="*", help="candidate names (default: all)")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--tag", default="choices")
+    ap.add_argument("--tag", default="choices", help="result file prefix")
+    ap.add_argument("--report", action="store_true", help="only tabulate existing results")
     args, rest = ap.parse_known_args()  # the rest goes to overhead.py (--repeat, --quick ...)
     if args.list:
         print("\n".join(f"{k}\n    {v}" for k, v in CANDIDATES.items()))
@@ -88,6 +89,10 @@ def main() -> int:
     results = {}
     for name in args.only or CANDIDATES:
         out = BENCH / "results" / f"{args.tag}-{name}.json"
+        if args.report:
+            if out.exists():
+                results[name] = json.loads(out.read_text())
+            continue
         cmd = [PY, str(BENCH / "overhead.py"), "--name", name, "--target-cmd", CANDIDATES[name]]
         print(f"\n#### {name}", flush=True)
         rc = subprocess.run([*cmd, "--out", str(out), *rest], check=False).returncode
