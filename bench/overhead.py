@@ -222,7 +222,8 @@ class Bench:
         if t.api == "ollama":
             ready_path, auth_headers = "/api/tags", {}
         else:
-            ready_path, auth_headers = "/v1/models", {"Authorization": f"Bearer {t.auth}"}
+            auth_headers = {"Authorization": f"Bearer {t.auth}"} if t.auth else {}
+            ready_path = "/v1/models"
         try:
             waited = wait_until(
                 lambda: b"bench" in http_get(url + ready_path, auth_headers),
