@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,7 +31,7 @@ def create_app(
     gateway: Gateway | None = None,
     on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
     on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
-) -> Starlette | HotPaths:
+) -> HotPaths:
     gw = gateway or Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -60,30 +60,29 @@ def create_app(
         headers = {**(exc.headers or {}), **fleet_headers(request, [])}
         return Response(body, error.status, headers=headers, media_type="application/json")
 
-    middleware = []
-    if settings.cors.origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors.origins,
-                allow_credentials=settings.cors.allow_credentials,
-                allow_methods=["*"],
-                allow_headers=["*"],
-                expose_headers=["X-Corral-Backend", "X-Corral-Request-Id", "X-Corral-Route-Reason"],
-                max_age=settings.cors.max_age_s,
-            )
-        )
     routes = [*ollama_routes(gw), *openai_routes(gw)]
     app = Starlette(
         routes=routes,
-        middleware=middleware,
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    if middleware:
-        return app  # CORS must see every request: no shortcut
-    return HotPaths(app, routes)
+    cors = None
+    if settings.cors.origins:
+        cors = {
+            "allow_origins": settings.cors.origins,
+            "allow_credentials": settings.cors.allow_credentials,
+            "allow_methods": ["*"],
+            "allow_headers": ["*"],
+            "expose_headers": [
+                "X-Corral-Backend",
+                "X-Corral-Request-Id",
+                "X-Corral-Route-Reason",
+                "X-Corral-Schema",
+            ],
+            "max_age": settings.cors.max_age_s,
+        }
+    return HotPaths(app, routes, cors=cors)
 
 
 class HotPaths:
@@ -94,7 +93,9 @@ class HotPaths:
     their own errors, so they need neither.
     """
 
-    def __init__(self, app: Starlette, routes: list[BaseRoute]) -> None:
+    def __init__(
+        self, app: Starlette, routes: list[BaseRoute], *, cors: dict[str, Any] | None = None
+    ) -> None:
         self.app = app
         self.state = app.state
         self.routes = app.routes
@@ -105,8 +106,15 @@ class HotPaths:
                     continue
                 for method in route.methods or ():
                     self._hot[(method, route.path)] = route.endpoint
+        # CORS, when configured, sees every request, hot or not, from outside.
+        self._entry: Callable[[Scope, Receive, Send], Awaitable[None]] = (
+            CORSMiddleware(self._dispatch, **cors) if cors else self._dispatch
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             pipeline = self._hot.get((scope["method"], scope["path"]))
             if pipeline is not None:

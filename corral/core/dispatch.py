@@ -162,7 +162,9 @@ class Dispatcher:
     def pump(self, now: float) -> list[Waiter]:
         """Bind as many waiters as free slots allow, oldest first."""
         bound: list[Waiter] = []
-        for key, waiter in list(self._waiting.items()):
+        if not self._any_free():
+            return bound
+        for waiter in self._waiting.values():
             try:
                 decision = self.bind(waiter.info, waiter.exclude, waiter.attempt)
             except (ModelNotFound, NoHealthyBackend):
@@ -171,7 +173,6 @@ class Dispatcher:
                 continue
             if decision is None:
                 continue
-            del self._waiting[key]
             waiter.decision = RouteDecision(
                 backend=decision.backend,
                 policy=decision.policy,
@@ -183,6 +184,8 @@ class Dispatcher:
             bound.append(waiter)
             if not self._any_free():
                 break
+        for waiter in bound:  # removed after the walk: no copy of the queue per release
+            del self._waiting[waiter.key]
         return bound
 
     def _any_free(self) -> bool:
