@@ -49,7 +49,7 @@ COLUMNS = [
     ("64c peak req/s", ("peak_target", "rps"), "{:.0f}"),
     ("64c peak p99 ms", ("peak_target", "p99_ms"), "{:.1f}"),
     ("peak CPU µs/req", "peak_cpu_us_per_req", "{:.0f}"),
-    ("paced req/s", "paced_rate", "{:.0f}"),
+    ("paced: asked / got req/s", ("paced_rate", "paced_target"), "{:.0f} / {:.0f}"),
     ("paced p99 +ms", "paced_added_p99_ms", "{:.2f}"),
     ("errors", "errors", "{}"),
     ("RSS MiB", "rss_after_mib", "{:.0f}"),
@@ -57,6 +57,8 @@ COLUMNS = [
 
 
 def cell(summary: dict, key: str | tuple[str, str], fmt: str) -> str:
+    if key == ("paced_rate", "paced_target"):
+        return fmt.format(summary["paced_rate"], summary["paced_target"]["rps"])
     value = summary[key[0]][key[1]] if isinstance(key, tuple) else summary[key]
     return fmt.format(value)
 
