@@ -307,9 +307,16 @@ class Bench:
         try:
             backend.start()
             results = {m: self.run_mode(backend, m) for m in a.modes}
+        except BaseException:
+            print(f"target logs kept in {self.logs}", file=sys.stderr)
+            raise
+        else:
+            shutil.rmtree(self.logs, ignore_errors=True)
         finally:
             self.children.stop_all()
             backend.stop()
+            if self.target.cwd.name.startswith("corral-bench-"):  # a temp dir we made
+                shutil.rmtree(self.target.cwd, ignore_errors=True)
         return {
             "name": self.target.name,
             "argv": self.target.argv,
