@@ -13,9 +13,11 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
+from corral.core.canonical import Delta
 from corral.core.errors import BadRequest, InvalidField, InvalidJSON
 
 __all__ = [
+    "LineReader",
     "Outgoing",
     "args_to_object",
     "base64_to_floats",
@@ -178,3 +180,34 @@ def base64_to_floats(text: str) -> list[float]:
     if not _LITTLE:
         packed.byteswap()
     return packed.tolist()
+
+
+class LineReader:
+    """Cuts bytes that arrive split anywhere into whole lines, for a stream decoder.
+
+    Subclasses handle one line in ``_line``; ``_rest`` hands over an unterminated
+    last line when the stream closes.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[Delta]:
+        out: list[Delta] = []
+        buf = self._buf + data if self._buf else data
+        start = 0
+        while (nl := buf.find(b"\n", start)) >= 0:
+            self._line(buf[start:nl], out)
+            start = nl + 1
+        self._buf = buf[start:]
+        return out
+
+    def _rest(self, out: list[Delta]) -> None:
+        if self._buf:
+            self._line(self._buf, out)
+            self._buf = b""
+
+    def _line(self, line: bytes, out: list[Delta]) -> None:
+        raise NotImplementedError

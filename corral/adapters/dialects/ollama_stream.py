@@ -8,7 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from corral.adapters.dialects import reasons
-from corral.adapters.dialects.common import encode
+from corral.adapters.dialects.common import LineReader, encode
 from corral.adapters.dialects.ollama_reply import (
     ChunkIn,
     final_fields,
@@ -26,7 +26,7 @@ Kind = Literal["chat", "completion"]
 _chunk = msgspec.json.Decoder(ChunkIn)
 
 
-class StreamDecoder:
+class StreamDecoder(LineReader):
     """NDJSON bytes from an Ollama backend → Deltas.
 
     Lines may split anywhere. Tool calls arrive whole (often in a ``done: false``
@@ -34,29 +34,17 @@ class StreamDecoder:
     finish reason ("tool_calls" if any call came), usage and timings.
     """
 
-    __slots__ = ("_buf", "_chat", "_done", "_saw_calls")
+    __slots__ = ("_chat", "_done", "_saw_calls")
 
     def __init__(self, kind: Kind) -> None:
+        super().__init__()
         self._chat = kind == "chat"
-        self._buf = b""
         self._saw_calls = False
         self._done = False
 
-    def feed(self, data: bytes) -> list[Delta]:
-        out: list[Delta] = []
-        buf = self._buf + data if self._buf else data
-        start = 0
-        while (nl := buf.find(b"\n", start)) >= 0:
-            self._line(buf[start:nl], out)
-            start = nl + 1
-        self._buf = buf[start:]
-        return out
-
     def close(self) -> list[Delta]:
         out: list[Delta] = []
-        if self._buf:
-            self._line(self._buf, out)
-            self._buf = b""
+        self._rest(out)
         return out
 
     def _line(self, line: bytes, out: list[Delta]) -> None:

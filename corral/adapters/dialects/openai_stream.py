@@ -14,7 +14,7 @@ from typing import Literal
 import msgspec
 
 from corral.adapters.dialects import reasons
-from corral.adapters.dialects.common import encode
+from corral.adapters.dialects.common import LineReader, encode
 from corral.adapters.dialects.openai_reply import (
     AnswerIn,
     ToolCallIn,
@@ -42,17 +42,17 @@ class _Partial:
         return ToolCall(self.name, "".join(self.args) or "{}", self.id, index)
 
 
-class StreamDecoder:
+class StreamDecoder(LineReader):
     """SSE bytes from an OpenAI-kind backend (chat or completion) → Deltas.
 
     ``feed`` takes bytes split anywhere; ``close`` flushes what the stream left
     unfinished (an unterminated last event, held tool calls or finish).
     """
 
-    __slots__ = ("_buf", "_calls", "_closed_calls", "_data", "_done", "_final", "_usage_seen")
+    __slots__ = ("_calls", "_closed_calls", "_data", "_done", "_final", "_usage_seen")
 
     def __init__(self) -> None:
-        self._buf = b""
+        super().__init__()
         self._data: list[bytes] = []
         self._calls: dict[int, _Partial] = {}
         self._closed_calls: list[ToolCall] = []
@@ -60,21 +60,9 @@ class StreamDecoder:
         self._done = False
         self._usage_seen = False
 
-    def feed(self, data: bytes) -> list[Delta]:
-        out: list[Delta] = []
-        buf = self._buf + data if self._buf else data
-        start = 0
-        while (nl := buf.find(b"\n", start)) >= 0:
-            self._line(buf[start:nl], out)
-            start = nl + 1
-        self._buf = buf[start:]
-        return out
-
     def close(self) -> list[Delta]:
         out: list[Delta] = []
-        if self._buf:
-            self._line(self._buf, out)
-            self._buf = b""
+        self._rest(out)
         if self._data:
             self._dispatch(out)
         self._flush(out)
