@@ -22,7 +22,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -38,7 +37,9 @@ from backend import NginxBackend
 from procs import (
     Children,
     free_port,
+    git_state,
     http_get,
+    machine_facts,
     pin,
     tree_cpu_seconds,
     tree_rss_kib,
@@ -325,7 +326,7 @@ class Bench:
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "elapsed_s": round(time.time() - started, 1),
             "machine": machine(),
-            "git": git_state(),
+            "git": git_state(REPO),
             "settings": {
                 k: getattr(a, k)
                 for k in ("duration", "warmup", "repeat", "connections", "rate_fraction", "rate")
@@ -341,33 +342,11 @@ class Bench:
         }
 
 
-def git_state() -> dict[str, Any]:
-    """Which gateway code was measured: HEAD and whether corral/ had local edits."""
-
-    def git(*argv: str) -> str:
-        out = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "corral_dirty": bool(git("status", "--porcelain", "--", "corral")),
-    }
-
-
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine_facts(),
         "wrk": (wrk_v.stdout or wrk_v.stderr).splitlines()[0] if wrk_v else "?",
-        "load_avg_at_end": os.getloadavg(),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -18,11 +19,14 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "Children",
     "free_port",
+    "git_state",
     "http_get",
+    "machine_facts",
     "pin",
     "tree_cpu_seconds",
     "tree_pids",
@@ -159,3 +163,32 @@ def tree_cpu_seconds(root: int) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLK_TCK
+
+
+def git_state(repo: Path) -> dict[str, Any]:
+    """Which gateway code was measured: HEAD and whether corral/ had local edits."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=repo, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "corral_dirty": bool(git("status", "--porcelain", "--", "corral")),
+    }
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine a result was measured on."""
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_avg_at_end": os.getloadavg(),
+    }

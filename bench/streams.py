@@ -36,7 +36,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import random
 import shlex
 import shutil
@@ -54,7 +53,9 @@ from procs import (
     CLK_TCK,
     Children,
     free_port,
+    git_state,
     http_get,
+    machine_facts,
     pin,
     tree_cpu_seconds,
     tree_rss_kib,
@@ -611,8 +612,8 @@ class Bench:
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "elapsed_s": round(time.time() - started, 1),
             "argv": sys.argv,
-            "machine": machine(),
-            "git": git_state(),
+            "machine": machine_facts(),
+            "git": git_state(REPO),
             "settings": {
                 k: getattr(a, k)
                 for k in (
@@ -634,32 +635,6 @@ class Bench:
             },
             "cases": cases,
         }
-
-
-def git_state() -> dict[str, Any]:
-    def git(*argv: str) -> str:
-        out = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "corral_dirty": bool(git("status", "--porcelain", "--", "corral")),
-    }
-
-
-def machine() -> dict[str, Any]:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_avg_at_end": os.getloadavg(),
-    }
 
 
 # ---- reporting -------------------------------------------------------------------
