@@ -220,44 +220,38 @@ class _SSEPass:
         self._events += events.count(b"data:")
         if self._rename is not None:
             events = self._rename(events)
-        if not self._inspect(events):
-            return events
-        return b"".join(
-            e + b"\n\n"
-            for e in events.replace(b"\r\n", b"\n").split(b"\n\n")
-            if e and self._keep(e)
-        )
-
-    def _inspect(self, events: bytes) -> bool:
-        """Note what these events say; True when one of them must be held back."""
         if b"[DONE]" in events:
             self.finished = True
         if b'"error"' in events and b'"choices"' not in events:
             self.error = "backend reported an error"
             self.finished = True
         if b'"usage"' not in events:
-            return False
-        hold = False
+            return events
+        # Usage is in here: read it, event by event, and hold back a usage-only event
+        # the client did not ask for. Untouched bytes otherwise.
+        kept = []
+        held = False
         for event in events.replace(b"\r\n", b"\n").split(b"\n\n"):
-            if b'"usage"' in event and event.startswith(b"data:"):
-                try:
-                    chunk = _usage_only.decode(event[5:].strip())
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                if chunk.usage:
-                    self.usage = _usage_of(chunk.usage)
-                    if chunk.choices == [] and not self._forward_usage:
-                        hold = True
-        return hold
+            if not event:
+                continue
+            if self._usage_only(event) and not self._forward_usage:
+                held = True
+            else:
+                kept.append(event + b"\n\n")
+        return b"".join(kept) if held else events
 
-    def _keep(self, event: bytes) -> bool:
+    def _usage_only(self, event: bytes) -> bool:
+        """Read the usage an event carries; True when it carries nothing else."""
         if b'"usage"' not in event or not event.startswith(b"data:"):
-            return True
+            return False
         try:
             chunk = _usage_only.decode(event[5:].strip())
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return True
-        return not (chunk.choices == [] and chunk.usage)
+            return False
+        if not chunk.usage:
+            return False
+        self.usage = _usage_of(chunk.usage)
+        return chunk.choices == []
 
     def close(self) -> bytes:
         rest, self._buf = self._buf, b""

@@ -39,7 +39,6 @@ log = logging.getLogger("corral.relay")
 
 _FORWARD_HEADERS = {"content-type": "application/json"}
 _NDJSON = b"application/x-ndjson"
-
 _JSON = b"application/json"
 
 
