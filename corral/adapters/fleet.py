@@ -1,6 +1,6 @@
 """The live fleet: backend states, their connections, health probes and slot waits.
 
-``Fleet`` drives the pure ``Dispatcher`` from the event loop: it owns the futures of
+``Fleet`` drives the pure ``Scheduler`` from the event loop: it owns the futures of
 queued requests, probes each backend on an interval (``/api/tags`` for Ollama, which
 also refreshes its model list), and refreshes model lists on demand when a request
 names a model nobody seems to hold.
@@ -18,12 +18,12 @@ import msgspec
 
 from corral.adapters.engine_metrics import parse_vllm_metrics
 from corral.adapters.upstream import HttpTransport, Transport, UpstreamRequest
-from corral.core.dispatch import Dispatcher
 from corral.core.errors import QueueTimeout
 from corral.core.models import ModelMap
 from corral.core.names import normalize_model
 from corral.core.policies import Policy
-from corral.core.types import BackendKind, BackendState, RequestInfo, RouteDecision
+from corral.core.scheduler import Breakers, Scheduler, Ticket
+from corral.core.types import BackendKind, BackendState, Outcome, RequestInfo
 
 __all__ = ["Fleet"]
 
@@ -35,9 +35,12 @@ _tags_decoder = msgspec.json.Decoder()
 class Fleet:
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | Callable[[str], Policy],
         *,
         max_waiting: int,
+        max_waiting_per_tenant: int | None = None,
+        aging_s: float = 30.0,
+        breakers: Breakers | None = None,
         queue_timeout: float,
         retry_after: float,
         connect_timeout: float,
@@ -47,7 +50,13 @@ class Fleet:
         models: ModelMap | None = None,
         transport_factory: Callable[[str], Transport] | None = None,
     ) -> None:
-        self.dispatcher = Dispatcher(policy, max_waiting)
+        self.scheduler = Scheduler(
+            policy,
+            max_waiting=max_waiting,
+            max_waiting_per_tenant=max_waiting_per_tenant,
+            aging_s=aging_s,
+            breakers=breakers,
+        )
         # Logical models and aliases: backends' own names are filed under these keys.
         self.models = models or ModelMap()
         self.transports: dict[str, Transport] = {}
@@ -72,7 +81,7 @@ class Fleet:
 
     @property
     def backends(self) -> dict[str, BackendState]:
-        return self.dispatcher.backends
+        return self.scheduler.backends
 
     def add(
         self,
@@ -92,13 +101,13 @@ class Fleet:
             weight=weight,
             enabled=enabled,
         )
-        self.dispatcher.add_backend(state)
+        self.scheduler.add_backend(state)
         self.transports[name] = self._make_transport(state.url)
         self.tag_entries[name] = {}
         return state
 
     async def remove(self, name: str) -> None:
-        self.dispatcher.remove_backend(name)
+        self.scheduler.remove_backend(name)
         self.tag_entries.pop(name, None)
         self._models_read_at.pop(name, None)
         transport = self.transports.pop(name, None)
@@ -198,7 +207,7 @@ class Fleet:
             self._models_read_at[name] = now
             placed = self.models.backend_models(name, entries)
             self.tag_entries[name] = {key: entries[m.source] for key, m in placed.items()}
-            self.dispatcher.set_models(name, placed)
+            self.scheduler.set_models(name, placed)
         if not state.healthy:
             log.info("backend %s is up (%d models)", name, len(state.models))
             state.healthy = True
@@ -252,7 +261,7 @@ class Fleet:
         return model
 
     def forget_model(self, name: str, model: str) -> None:
-        self.dispatcher.forget_model(name, model)
+        self.scheduler.forget_model(name, model)
         self.tag_entries.get(name, {}).pop(model, None)
 
     async def refresh_models(self, min_interval: float = 1.0) -> None:
@@ -269,48 +278,57 @@ class Fleet:
 
     async def acquire(
         self, info: RequestInfo, exclude: frozenset[str] = frozenset(), attempt: int = 1
-    ) -> RouteDecision:
-        decision = self.dispatcher.bind(info, exclude, attempt)
-        if decision is not None:
-            return decision
+    ) -> Ticket:
+        """Wait for a slot; the returned ticket carries the routing decision."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[RouteDecision] = loop.create_future()
-        waiter = self.dispatcher.enqueue(
-            info, exclude, loop.time(), self._queue_timeout, attempt, token=future
+        sched = self.scheduler
+        ticket = sched.submit(
+            info, loop.time(), self._queue_timeout, exclude=exclude, attempt=attempt
         )
+        if ticket.decision is not None:
+            return ticket
+        future: asyncio.Future[Ticket] = loop.create_future()
+        ticket.token = future
+        self._pump()
         try:
             async with asyncio.timeout(self._queue_timeout):
                 return await future
         except TimeoutError:
-            self.dispatcher.cancel(waiter)
+            sched.cancel(ticket)
             raise QueueTimeout(
                 f"no backend for {info.model!r} had a free slot within "
                 f"{self._queue_timeout:g}s; try again shortly",
                 retry_after=self._retry_after,
             ) from None
         except asyncio.CancelledError:
-            self.dispatcher.cancel(waiter)
+            sched.cancel(ticket)
             if future.done() and not future.cancelled():
                 # Bound in the same instant the client left: hand the slot back.
-                self.release(future.result(), info, ok=True)
+                self.release(ticket, Outcome(ok=True))
             raise
 
-    def release(self, decision: RouteDecision, info: RequestInfo, ok: bool) -> None:
+    def release(self, ticket: Ticket, outcome: Outcome) -> None:
         now = asyncio.get_running_loop().time()
-        for waiter in self.dispatcher.release(decision.backend, info, ok, now):
-            self._hand_over(waiter.token, waiter.decision, waiter.info)
+        for bound in self.scheduler.release(ticket, outcome, now):
+            self._hand_over(bound)
+
+    def charge(self, ticket: Ticket, output_tokens: float) -> None:
+        self.scheduler.charge(ticket, output_tokens)
 
     def _pump(self) -> None:
         now = asyncio.get_running_loop().time()
-        for waiter in self.dispatcher.pump(now):
-            self._hand_over(waiter.token, waiter.decision, waiter.info)
+        for bound in self.scheduler.pump(now):
+            self._hand_over(bound)
 
-    def _hand_over(self, token: object, decision: RouteDecision | None, info: RequestInfo) -> None:
-        assert isinstance(token, asyncio.Future) and decision is not None
+    def _hand_over(self, ticket: Ticket) -> None:
+        token = ticket.token
+        if token is None and ticket.decision is not None:
+            return  # bound inside submit(): the caller reads ticket.decision itself
+        assert isinstance(token, asyncio.Future)
         if token.done():
-            self.release(decision, info, ok=True)
+            self.release(ticket, Outcome(ok=True))
         else:
-            token.set_result(decision)
+            token.set_result(ticket)
 
 
 def _parse_model_list(kind: BackendKind, body: bytes) -> dict[str, dict[str, Any]]:

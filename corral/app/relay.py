@@ -31,7 +31,8 @@ from corral.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from corral.core.types import RequestInfo, RouteDecision
+from corral.core.scheduler import Ticket
+from corral.core.types import Outcome, RequestInfo, RouteDecision
 
 __all__ = ["parse_ollama", "parse_openai", "relay"]
 
@@ -92,7 +93,7 @@ async def relay(ctx: RequestContext) -> None:
     ctx.schema = schema_for(ctx)
     while attempt < retry.attempts:
         try:
-            decision = await _bind(ctx, info, tried, attempt + 1)
+            ticket, decision = await _bind(ctx, info, tried, attempt + 1)
         except ModelNotFound:
             if refreshed or tried:
                 raise last_error or ModelNotFound(ctx.requested_model) from None
@@ -119,20 +120,21 @@ async def relay(ctx: RequestContext) -> None:
                 attempt,
                 decision.reason,
             )
-        ok = False
+        outcome = _FAILED
         try:
             await _attempt(ctx, decision)
-            ok = True
+            outcome = _outcome(ctx)
             return
         except SchemaRetry as exc:
             # One more try for an answer that missed its schema; not a backend failure.
-            ok = True
+            outcome = _outcome(ctx)
             ctx.schema_retried = True
             log.info("request %s: answer missed its schema (%s); retrying", ctx.request_id, exc)
             continue
         except _Retry as exc:
             last_error = exc.error
             tried = tried | {decision.backend}
+            outcome = Outcome(ok=False, transient=not exc.forget_model, status=exc.error.status)
             if exc.forget_model:
                 fleet.forget_model(decision.backend, ctx.model)
             log.info(
@@ -143,9 +145,13 @@ async def relay(ctx: RequestContext) -> None:
                 attempt,
                 retry.attempts,
             )
+        except BaseException:
+            if ctx.client_gone:
+                outcome = _outcome(ctx)  # the client left: not the backend's fault
+            raise
         finally:
-            if ctx.uses_slot:
-                fleet.release(decision, info, ok)
+            if ticket is not None:
+                fleet.release(ticket, outcome)
         if attempt < retry.attempts:
             await asyncio.sleep(min(retry.backoff_s * 2 ** (attempt - 1), retry.backoff_max_s))
     assert last_error is not None
@@ -154,18 +160,37 @@ async def relay(ctx: RequestContext) -> None:
 
 async def _bind(
     ctx: RequestContext, info: RequestInfo, tried: frozenset[str], attempt: int
-) -> RouteDecision:
+) -> tuple[Ticket | None, RouteDecision]:
     fleet = ctx.gw.fleet
     if ctx.uses_slot:
-        return await fleet.acquire(info, tried, attempt)
+        ticket = await fleet.acquire(info, tried, attempt)
+        assert ticket.decision is not None
+        return ticket, ticket.decision
     # Metadata calls (show) take no slot: any healthy holder answers.
-    holders = fleet.dispatcher.holders(info.model)
+    holders = fleet.scheduler.holders(info.model)
     if not holders:
         raise ModelNotFound(info.model)
     for b in holders:
         if b.routable and b.name not in tried:
-            return RouteDecision(b.name, "any", "metadata call, first healthy holder", attempt)
+            return None, RouteDecision(
+                b.name, "any", "metadata call, first healthy holder", attempt
+            )
     raise NoHealthyBackend(f"no healthy backend for model {info.model!r}")
+
+
+_FAILED = Outcome(ok=False)
+
+
+def _outcome(ctx: RequestContext) -> Outcome:
+    """What the scheduler learns from an attempt that got an answer."""
+    return Outcome(
+        ok=True,
+        ttft_s=ctx.ttfb,
+        load_s=ctx.load_duration_s,
+        prompt_tokens=ctx.prompt_tokens or 0,
+        output_tokens=ctx.completion_tokens or 0,
+        status=ctx.status or 200,
+    )
 
 
 async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:

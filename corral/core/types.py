@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["BackendKind", "BackendState", "EngineSignals", "RequestInfo", "RouteDecision"]
+__all__ = [
+    "BackendKind",
+    "BackendState",
+    "EngineSignals",
+    "Outcome",
+    "RequestInfo",
+    "RouteDecision",
+]
 
 BackendKind = Literal["ollama", "openai"]
 
@@ -50,6 +57,20 @@ class BackendState:
     failed: int = 0
     # Engine-reported load; None when the backend exposes no metrics (Ollama has none).
     signals: EngineSignals | None = None
+    # A draining backend takes no new requests and finishes what it has.
+    draining: bool = False
+    # Models resident in memory now (Ollama /api/ps, or every model of a vLLM server),
+    # with when each is expected to unload (keep-alive; inf = never).
+    loaded: dict[str, float] = field(default_factory=dict)
+    # Size in bytes of each model it holds (from /api/tags); 0 when unknown.
+    model_bytes: dict[str, int] = field(default_factory=dict)
+    # Memory for models (config ``vram_gb``, later the agent's report); None = unknown.
+    vram_bytes: int | None = None
+    # Requests in flight per model, and the cap per backend:model (None = max_concurrency).
+    in_flight_by_model: dict[str, int] = field(default_factory=dict)
+    max_per_model: int | None = None
+    # The engine keeps a prompt prefix cache (vLLM, llama.cpp): prefix affinity pays.
+    prefix_cache: bool = False
 
     @property
     def free_slots(self) -> int:
@@ -62,15 +83,63 @@ class BackendState:
     def holds(self, model: str) -> bool:
         return model in self.models
 
+    def is_loaded(self, model: str, now: float) -> bool:
+        return self.loaded.get(model, -1.0) > now
+
+    def has_slot(self, model: str) -> bool:
+        """A free slot on the backend and on backend:model."""
+        if self.in_flight >= self.max_concurrency:
+            return False
+        cap = self.max_per_model
+        return cap is None or self.in_flight_by_model.get(model, 0) < cap
+
+    @property
+    def candidate(self) -> bool:
+        """Up, enabled and not draining: may take new requests."""
+        return self.healthy and self.enabled and not self.draining
+
 
 @dataclass(slots=True, frozen=True)
 class RequestInfo:
-    """The facts about a request that routing may look at."""
+    """The facts about a request that queueing and routing may look at.
+
+    ``tenant`` is whose fair share the request draws on (the key's user or group; until
+    identity exists, a header or the client address); ``weight`` that tenant's share;
+    ``priority`` its class (higher is served first, aging lifts waiting requests).
+    ``prompt_tokens`` is an estimate made before the request is sent; ``prefix`` the
+    chained hashes of its prompt's leading blocks (equal leading hashes = shared prefix).
+    """
 
     model: str
     endpoint: str
     request_id: str = ""
     session: str | None = None
+    tenant: str = ""
+    weight: float = 1.0
+    priority: int = 0
+    prompt_tokens: int = 0
+    max_tokens: int | None = None
+    prefix: tuple[int, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    """How one dispatched request ended, as the scheduler and policies learn it.
+
+    ``ttft_s`` is the time to first byte/token from dispatch (None if none came);
+    ``load_s`` the model load time the backend reported (Ollama's load_duration);
+    ``transient`` says a failure is worth retrying elsewhere (connect, timeout, 5xx,
+    busy) as opposed to permanent (bad request, model not found).
+    """
+
+    ok: bool
+    ttft_s: float | None = None
+    duration_s: float = 0.0
+    load_s: float | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    transient: bool = True
+    status: int = 200
 
 
 @dataclass(slots=True, frozen=True)

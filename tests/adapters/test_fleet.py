@@ -11,7 +11,7 @@ import pytest
 from corral.adapters.fleet import Fleet
 from corral.core.errors import QueueTimeout
 from corral.core.policies import make_policy
-from corral.core.types import RequestInfo
+from corral.core.types import Outcome, RequestInfo
 from corral.sim.launch import NodeSpec, SimNode, start_node
 from corral.sim.model_types import VllmConfig
 from corral.sim.vllm_launch import VllmSpec
@@ -66,10 +66,11 @@ async def test_a_waiter_gets_the_slot_released_by_another(one_slot: Fleet) -> No
     first = await one_slot.acquire(INFO)
     waiting = asyncio.create_task(one_slot.acquire(INFO))
     await asyncio.sleep(0.01)
-    assert not waiting.done() and one_slot.dispatcher.waiting == 1
-    one_slot.release(first, INFO, ok=True)
+    assert not waiting.done() and one_slot.scheduler.waiting == 1
+    one_slot.release(first, Outcome(ok=True))
     second = await waiting
-    assert second.backend == "a" and second.queued_s > 0
+    assert second.decision is not None
+    assert second.decision.backend == "a" and second.decision.queued_s > 0
     assert one_slot.backends["a"].in_flight == 1
 
 
@@ -78,7 +79,7 @@ async def test_a_wait_times_out_with_retry_after(one_slot: Fleet) -> None:
     with pytest.raises(QueueTimeout) as err:
         await one_slot.acquire(INFO)
     assert err.value.headers() == {"Retry-After": "2"}
-    assert one_slot.dispatcher.waiting == 0
+    assert one_slot.scheduler.waiting == 0
 
 
 async def test_a_cancelled_waiter_does_not_leak_its_slot(one_slot: Fleet) -> None:
@@ -86,7 +87,7 @@ async def test_a_cancelled_waiter_does_not_leak_its_slot(one_slot: Fleet) -> Non
     waiting = asyncio.create_task(one_slot.acquire(INFO))
     await asyncio.sleep(0.01)
     # The slot is handed over and the waiter cancelled in the same instant.
-    one_slot.release(first, INFO, ok=True)
+    one_slot.release(first, Outcome(ok=True))
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

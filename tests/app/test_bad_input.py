@@ -116,7 +116,7 @@ async def test_a_model_whose_backends_are_all_down_is_a_503(gateway: RunningGate
     # Pretend the down backend held the model: the request must not hang or 500.
     gw = gateway.gw
     name = next(iter(gw.fleet.backends))
-    gw.fleet.dispatcher.set_models(name, {"m:latest"})
+    gw.fleet.scheduler.set_models(name, {"m:latest"})
     resp = await post(gateway, "/api/generate", b'{"model": "m", "prompt": "x"}')
     assert_ollama_error(resp, 503, "no healthy backend")
     assert resp.headers["retry-after"] == "2"

@@ -143,7 +143,7 @@ async def test_a_full_queue_and_a_long_wait_get_503_with_retry_after() -> None:
         first = asyncio.create_task(generate(fleet, {**GEN, "options": {"num_predict": 20}}))
         await until(lambda: fleet.gw.fleet.backends["sim0"].in_flight == 1)
         waiting = asyncio.create_task(generate(fleet))
-        await until(lambda: fleet.gw.fleet.dispatcher.waiting == 1)
+        await until(lambda: fleet.gw.fleet.scheduler.waiting == 1)
         full = await generate(fleet)
         assert full.status_code == 503 and full.headers["retry-after"]
         assert "queue is full" in full.json()["error"]
@@ -200,7 +200,7 @@ async def test_a_stale_model_list_fails_over_to_another_holder() -> None:
         replies = [await generate(fleet) for _ in range(4)]
         assert all(r.status_code == 200 for r in replies)
         assert {r.headers["x-corral-backend"] for r in replies} == {"sim1"}
-        holders = fleet.gw.fleet.dispatcher.holders("llama3.2:1b")
+        holders = fleet.gw.fleet.scheduler.holders("llama3.2:1b")
         assert [b.name for b in holders] == ["sim1"]
 
 
