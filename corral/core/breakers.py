@@ -185,11 +185,8 @@ class BreakerBoard:
                 b.probe_at = now
 
     def record(self, backend: str, model: str, outcome: Outcome, now: float) -> None:
-        """Count how a request ended (see the table in the module docstring).
-
-        ``outcome.duration_s`` (from dispatch) dates the request: one sent before its
-        breaker opened says nothing about recovery and is ignored while open.
-        """
+        """Count how a request ended (the module docstring's table). One sent before its
+        breaker opened (``now - outcome.duration_s``) is ignored while that is open."""
         if outcome.ok:
             on_backend, on_model = _OK, _OK
         elif not outcome.transient:
@@ -211,10 +208,8 @@ class BreakerBoard:
     def cooldown(
         self, backend: str, model: str | None, until: float, reason: str, *, now: float
     ) -> None:
-        """Take backend (model None) or backend:model out of routing until ``until``.
-
-        A longer cooldown already in place is kept.
-        """
+        """Keep backend (model None) or backend:model out of routing until ``until``
+        (a longer cooldown already in place is kept)."""
         if until <= now:
             return
         b = self._get(backend, _BACKEND if model is None else model)
