@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -30,6 +32,7 @@ __all__ = ["Fleet"]
 log = logging.getLogger("corral.fleet")
 
 _tags_decoder = msgspec.json.Decoder()
+_KEEP_ALIVE_S = 300.0  # Ollama's default keep-alive, when /api/ps gives no expiry
 
 
 class Fleet:
@@ -195,6 +198,9 @@ class Fleet:
                     state.version = await self._read_version(transport)
                 if state.kind == "openai" and name not in self._no_metrics:
                     await self._read_signals(state, transport, now)
+                resident = (
+                    await self._read_ps(name, transport, now) if state.kind == "ollama" else None
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of a probe marks the backend down
@@ -208,6 +214,11 @@ class Fleet:
             placed = self.models.backend_models(name, entries)
             self.tag_entries[name] = {key: entries[m.source] for key, m in placed.items()}
             self.scheduler.set_models(name, placed)
+            state.model_bytes = {
+                key: int(entries[m.source].get("size") or 0) for key, m in placed.items()
+            }
+        if resident is not None:
+            self.scheduler.set_loaded(name, resident)
         if not state.healthy:
             log.info("backend %s is up (%d models)", name, len(state.models))
             state.healthy = True
@@ -224,6 +235,23 @@ class Fleet:
         if signals is None:
             self._no_metrics.add(state.name)
         state.signals = signals
+
+    async def _read_ps(self, name: str, transport: Transport, now: float) -> dict[str, float]:
+        """Ollama's resident models (/api/ps) and when each unloads, on the loop's clock."""
+        resp = await transport.send(UpstreamRequest("GET", "/api/ps"))
+        try:
+            body = await resp.read() if resp.status == 200 else b""
+        finally:
+            resp.close()
+        if not body:
+            return {}
+        entries = _parse_model_list("ollama", body)
+        placed = self.models.backend_models(name, entries)
+        wall = time.time()
+        return {
+            key: now + _until(entries[m.source].get("expires_at"), wall)
+            for key, m in placed.items()
+        }
 
     async def _read_version(self, transport: Transport) -> str | None:
         resp = await transport.send(UpstreamRequest("GET", "/api/version"))
@@ -329,6 +357,18 @@ class Fleet:
             self.release(ticket, Outcome(ok=True))
         else:
             token.set_result(ticket)
+
+
+def _until(expires_at: object, wall: float) -> float:
+    """Seconds from now until an /api/ps ``expires_at`` (RFC 3339; far future = never)."""
+    if not isinstance(expires_at, str):
+        return _KEEP_ALIVE_S
+    try:
+        when = datetime.fromisoformat(expires_at).timestamp()
+    except ValueError:
+        return _KEEP_ALIVE_S
+    left = when - wall
+    return float("inf") if left > 10 * 365 * 86400 else max(0.0, left)
 
 
 def _parse_model_list(kind: BackendKind, body: bytes) -> dict[str, dict[str, Any]]:

@@ -12,12 +12,33 @@ from corral.adapters.fleet import Fleet
 from corral.adapters.images import ImageFetcher
 from corral.config import Settings
 from corral.core.models import ModelMap
-from corral.core.policies import make_policy
+from corral.core.policies import Policy, make_policy
 from corral.core.usage import UsageRecord
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger("corral.gateway")
+
+
+def policy_chooser(settings: Settings) -> Callable[[str], Policy]:
+    """The routing policy for each model: the first matching group's, else the default.
+
+    One policy object per group, so what a policy learns (latencies, load times,
+    prefixes) is shared by the group's models; a model's choice is cached.
+    """
+    default = make_policy(settings.policy, settings.routing.options)
+    groups = [(g, make_policy(g.policy, g.options)) for g in settings.routing.groups]
+    chosen: dict[str, Policy] = {}
+
+    def policy_for(model: str) -> Policy:
+        policy = chosen.get(model)
+        if policy is None:
+            policy = next((p for g, p in groups if g.matches(model)), default)
+            if len(chosen) < 100_000:
+                chosen[model] = policy
+        return policy
+
+    return policy_for
 
 
 class Gateway:
@@ -26,8 +47,10 @@ class Gateway:
     def __init__(self, settings: Settings, fleet: Fleet | None = None) -> None:
         self.settings = settings
         self.fleet = fleet or Fleet(
-            make_policy(settings.policy),
+            policy_chooser(settings),
             max_waiting=settings.queue.max_waiting,
+            max_waiting_per_tenant=settings.queue.max_per_tenant,
+            aging_s=settings.queue.aging_s,
             queue_timeout=settings.queue.timeout_s,
             retry_after=settings.queue.retry_after_s,
             connect_timeout=settings.timeouts.connect_s,
@@ -47,6 +70,10 @@ class Gateway:
                 weight=b.weight,
                 enabled=b.enabled,
             )
+            state = self.fleet.backends[b.name]
+            state.max_per_model = b.max_per_model
+            state.vram_bytes = int(b.vram_gb * 1e9) if b.vram_gb is not None else None
+        self.fleet.scheduler.keep_alive_s = settings.routing.keep_alive_s
         self.started_at = time.time()
         self.open_streams = 0
         # Finished requests, newest last. The accounting store (a later stage) drains

@@ -21,6 +21,7 @@ from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest, Upst
 from corral.app.asgi import Watchdog
 from corral.app.pipeline import RequestContext
 from corral.app.plans import Plan, StreamHandler, make_plan
+from corral.app.routing import request_info
 from corral.app.structured import DONE, SchemaRetry, SchemaTap, judge_whole, schema_for
 from corral.core.canonical import ChatRequest, CompletionRequest, EmbedRequest, Usage
 from corral.core.errors import (
@@ -80,7 +81,7 @@ async def relay(ctx: RequestContext) -> None:
     gw = ctx.gw
     fleet = gw.fleet
     retry = gw.settings.retry
-    info = RequestInfo(ctx.model, ctx.endpoint, ctx.request_id)
+    info = request_info(ctx)
     tried: frozenset[str] = frozenset()
     last_error: CorralError | None = None
     refreshed = False

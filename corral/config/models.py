@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from corral.config.base import Seconds, _Section
+from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.core.models import LogicalModel
 from corral.core.names import normalize_model
 
@@ -56,12 +56,6 @@ _NAME_RE = re.compile(r"^[^\s,=]{1,128}$")
 
 # An allowed image host is a bare name or IP; these characters mean a URL was pasted.
 _HOST_BAD_RE = re.compile(r"[\s/@?#*\[\]]")
-
-Seconds = Annotated[float, Field(gt=0, description="Duration in seconds, > 0.")]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def split_backend_spec(spec: str) -> dict[str, Any]:
@@ -135,6 +129,16 @@ class BackendConfig(_Section):
     )
     weight: float = Field(default=1.0, gt=0, description="Relative share for weighted policies.")
     enabled: bool = Field(default=True, description="Disabled backends are kept but never chosen.")
+    vram_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory for models (GB); the cost model uses it to foresee evictions.",
+    )
+    max_per_model: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight at once for one model here; unset = max_concurrency.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -296,6 +300,12 @@ class QueueConfig(_Section):
     max_waiting: int = Field(default=1024, ge=0, description="Requests allowed to wait for a slot.")
     timeout_s: Seconds = Field(default=30.0, description="Longest a request waits before a 503.")
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After header on a full queue.")
+    max_per_tenant: int | None = Field(
+        default=None, ge=1, description="Requests one tenant may have waiting; beyond it, 429."
+    )
+    aging_s: Seconds = Field(
+        default=30.0, description="Each wait this long lifts a request one priority class."
+    )
 
 
 class RetryConfig(_Section):
@@ -409,6 +419,9 @@ class Settings(_Section):
     cors: CorsConfig = Field(default_factory=lambda: CorsConfig())
     images: ImagesConfig = Field(default_factory=lambda: ImagesConfig())
     structured: StructuredConfig = Field(default_factory=lambda: StructuredConfig())
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
+    tenants: TenantsConfig = Field(default_factory=lambda: TenantsConfig())
+    breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -423,6 +436,19 @@ class Settings(_Section):
         if policy not in known:
             raise ValueError(f"unknown policy; known: {', '.join(sorted(known))}")
         return policy
+
+    @field_validator("routing")
+    @classmethod
+    def _known_group_policies(cls, routing: RoutingConfig, info: ValidationInfo) -> RoutingConfig:
+        context = info.context if isinstance(info.context, dict) else {}
+        known = tuple(context.get("known_policies", DEFAULT_POLICIES))
+        for i, group in enumerate(routing.groups):
+            if group.policy not in known:
+                raise ValueError(
+                    f"groups[{i}].policy {group.policy!r} is unknown; known: "
+                    f"{', '.join(sorted(known))}"
+                )
+        return routing
 
     @field_validator("backends")
     @classmethod

@@ -25,6 +25,8 @@ from corral.core.types import BackendState, Outcome, RequestInfo, RouteDecision
 
 __all__ = ["Breakers", "Scheduler", "Ticket"]
 
+_FOREVER = float("inf")
+
 
 class Breakers(Protocol):
     """What the scheduler asks of the circuit breakers (see corral.core.breakers)."""
@@ -47,6 +49,7 @@ class Scheduler:
         max_waiting_per_tenant: int | None = None,
         aging_s: float = 30.0,
         breakers: Breakers | None = None,
+        keep_alive_s: float = 300.0,
     ) -> None:
         # One policy for every model, or a function choosing one per model group.
         self._policy_for: Callable[[str], Policy]
@@ -56,6 +59,9 @@ class Scheduler:
         else:
             self._policy_for = policy
         self.queue = FairQueue(max_waiting, max_waiting_per_tenant, aging_s)
+        # How long a model stays resident after a request (Ollama's default keep-alive),
+        # assumed between the probes that read the truth from /api/ps.
+        self.keep_alive_s = keep_alive_s
         self.breakers = breakers
         self.backends: dict[str, BackendState] = {}
         self._by_model: dict[str, list[BackendState]] = {}
@@ -87,12 +93,26 @@ class Scheduler:
         self._reindex()
 
     def set_models(self, name: str, models: Iterable[str]) -> None:
-        """Replace the model list of one backend (normalized names)."""
+        """Replace the model list of one backend (normalized names).
+
+        An OpenAI-kind server (vLLM, llama.cpp) serves only what it has loaded, so
+        every model it lists counts as resident for good.
+        """
         state = self.backends[name]
         new = frozenset(models)
         if new != state.models:
             state.models = new
             self._reindex()
+        if state.kind == "openai":
+            state.loaded = dict.fromkeys(new, _FOREVER)
+        elif state.loaded:
+            state.loaded = {m: t for m, t in state.loaded.items() if m in new}
+
+    def set_loaded(self, name: str, resident: dict[str, float]) -> None:
+        """What the backend says is in memory now (Ollama /api/ps), with expiry times."""
+        state = self.backends.get(name)
+        if state is not None and state.kind == "ollama":
+            state.loaded = resident
 
     def forget_model(self, name: str, model: str) -> None:
         """A backend said it does not hold ``model``: stop sending it there."""
@@ -249,6 +269,10 @@ class Scheduler:
                 state.in_flight_by_model.pop(model, None)
             if outcome.ok:
                 state.served += 1
+                if state.kind == "ollama":
+                    # It answered, so the model is resident now and stays so for the
+                    # keep-alive (until a probe of /api/ps says otherwise).
+                    state.loaded[model] = max(state.loaded.get(model, 0.0), now + self.keep_alive_s)
             else:
                 state.failed += 1
             self._policy_for(model).on_complete(state, ticket.info, outcome, now)
