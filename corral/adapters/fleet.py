@@ -20,11 +20,12 @@ import msgspec
 
 from corral.adapters.engine_metrics import parse_vllm_metrics
 from corral.adapters.upstream import HttpTransport, Transport, UpstreamRequest
+from corral.core.breakers import BreakerBoard
 from corral.core.errors import QueueTimeout
 from corral.core.models import ModelMap
 from corral.core.names import normalize_model
 from corral.core.policies import Policy
-from corral.core.scheduler import Breakers, Scheduler, Ticket
+from corral.core.scheduler import Scheduler, Ticket
 from corral.core.types import BackendKind, BackendState, Outcome, RequestInfo
 
 __all__ = ["Fleet"]
@@ -43,7 +44,7 @@ class Fleet:
         max_waiting: int,
         max_waiting_per_tenant: int | None = None,
         aging_s: float = 30.0,
-        breakers: Breakers | None = None,
+        breakers: BreakerBoard | None = None,
         queue_timeout: float,
         retry_after: float,
         connect_timeout: float,
@@ -53,6 +54,7 @@ class Fleet:
         models: ModelMap | None = None,
         transport_factory: Callable[[str], Transport] | None = None,
     ) -> None:
+        self.breakers = breakers
         self.scheduler = Scheduler(
             policy,
             max_waiting=max_waiting,
@@ -339,6 +341,16 @@ class Fleet:
         now = asyncio.get_running_loop().time()
         for bound in self.scheduler.release(ticket, outcome, now):
             self._hand_over(bound)
+        if self.breakers is not None:
+            for event in self.breakers.drain_events():
+                log.warning("breaker %s", event)
+
+    def cool_down(self, backend: str, model: str | None, seconds: float, reason: str) -> None:
+        """Keep traffic off backend:model (or the whole backend) for ``seconds``."""
+        if self.breakers is not None:
+            now = asyncio.get_running_loop().time()
+            self.breakers.cooldown(backend, model, now + seconds, reason, now=now)
+            log.info("cooldown %s:%s for %.1fs: %s", backend, model or "*", seconds, reason)
 
     def charge(self, ticket: Ticket, output_tokens: float) -> None:
         self.scheduler.charge(ticket, output_tokens)

@@ -11,8 +11,10 @@ from typing import Any
 from corral.adapters.fleet import Fleet
 from corral.adapters.images import ImageFetcher
 from corral.config import Settings
+from corral.core.breakers import BreakerBoard, BreakerConfig
 from corral.core.models import ModelMap
 from corral.core.policies import Policy, make_policy
+from corral.core.retry import Backoff, RetryBudget
 from corral.core.usage import UsageRecord
 
 __all__ = ["Gateway"]
@@ -41,6 +43,23 @@ def policy_chooser(settings: Settings) -> Callable[[str], Policy]:
     return policy_for
 
 
+def breaker_board(settings: Settings) -> BreakerBoard | None:
+    cfg = settings.breakers
+    if not cfg.enabled:
+        return None
+    return BreakerBoard(
+        BreakerConfig(
+            consecutive_failures=cfg.consecutive_failures,
+            error_rate=cfg.error_rate,
+            window_s=cfg.window_s,
+            min_requests=cfg.min_requests,
+            open_s=cfg.open_s,
+            max_open_s=cfg.max_open_s,
+            half_open_probes=cfg.half_open_probes,
+        )
+    )
+
+
 class Gateway:
     """Settings, the fleet, counters and the usage buffer; no module globals."""
 
@@ -51,6 +70,7 @@ class Gateway:
             max_waiting=settings.queue.max_waiting,
             max_waiting_per_tenant=settings.queue.max_per_tenant,
             aging_s=settings.queue.aging_s,
+            breakers=breaker_board(settings),
             queue_timeout=settings.queue.timeout_s,
             retry_after=settings.queue.retry_after_s,
             connect_timeout=settings.timeouts.connect_s,
@@ -74,6 +94,9 @@ class Gateway:
             state.max_per_model = b.max_per_model
             state.vram_bytes = int(b.vram_gb * 1e9) if b.vram_gb is not None else None
         self.fleet.scheduler.keep_alive_s = settings.routing.keep_alive_s
+        # Retries stay a small share of requests, so they never amplify an outage.
+        self.retry_budget = RetryBudget()
+        self.backoff = Backoff(settings.retry.backoff_s, settings.retry.backoff_max_s)
         self.started_at = time.time()
         self.open_streams = 0
         # Finished requests, newest last. The accounting store (a later stage) drains

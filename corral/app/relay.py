@@ -32,6 +32,7 @@ from corral.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from corral.core.retry import NO_RESPONSE, classify, is_model_missing, retry_after_s
 from corral.core.scheduler import Ticket
 from corral.core.types import Outcome, RequestInfo, RouteDecision
 
@@ -72,9 +73,12 @@ async def parse_ollama(ctx: RequestContext) -> None:
 class _Retry(Exception):
     """This attempt failed before the client saw anything; try another backend."""
 
-    def __init__(self, error: CorralError, *, forget_model: bool = False) -> None:
+    def __init__(
+        self, error: CorralError, *, forget_model: bool = False, status: int = NO_RESPONSE
+    ) -> None:
         self.error = error
         self.forget_model = forget_model
+        self.status = status  # what the backend answered; NO_RESPONSE when nothing came
 
 
 async def relay(ctx: RequestContext) -> None:
@@ -92,6 +96,9 @@ async def relay(ctx: RequestContext) -> None:
             retry_after=1.0,
         )
     ctx.schema = schema_for(ctx)
+    loop = asyncio.get_running_loop()
+    budget = gw.retry_budget
+    budget.on_request(loop.time())
     while attempt < retry.attempts:
         try:
             ticket, decision = await _bind(ctx, info, tried, attempt + 1)
@@ -122,20 +129,26 @@ async def relay(ctx: RequestContext) -> None:
                 decision.reason,
             )
         outcome = _FAILED
+        dispatched = loop.time()
         try:
             await _attempt(ctx, decision)
-            outcome = _outcome(ctx)
+            outcome = _outcome(ctx, loop.time() - dispatched)
             return
         except SchemaRetry as exc:
             # One more try for an answer that missed its schema; not a backend failure.
-            outcome = _outcome(ctx)
+            outcome = _outcome(ctx, loop.time() - dispatched)
             ctx.schema_retried = True
             log.info("request %s: answer missed its schema (%s); retrying", ctx.request_id, exc)
             continue
         except _Retry as exc:
             last_error = exc.error
             tried = tried | {decision.backend}
-            outcome = Outcome(ok=False, transient=not exc.forget_model, status=exc.error.status)
+            outcome = Outcome(
+                ok=False,
+                transient=not exc.forget_model,
+                status=exc.status,
+                duration_s=loop.time() - dispatched,
+            )
             if exc.forget_model:
                 fleet.forget_model(decision.backend, ctx.model)
             log.info(
@@ -148,13 +161,21 @@ async def relay(ctx: RequestContext) -> None:
             )
         except BaseException:
             if ctx.client_gone:
-                outcome = _outcome(ctx)  # the client left: not the backend's fault
+                # The client left: not the backend's fault.
+                outcome = _outcome(ctx, loop.time() - dispatched)
             raise
         finally:
             if ticket is not None:
                 fleet.release(ticket, outcome)
         if attempt < retry.attempts:
-            await asyncio.sleep(min(retry.backoff_s * 2 ** (attempt - 1), retry.backoff_max_s))
+            if not budget.try_spend(loop.time()):
+                log.warning(
+                    "request %s: retry budget spent (%s); not retrying",
+                    ctx.request_id,
+                    f"{budget.ratio:.0%} of requests",
+                )
+                break
+            await asyncio.sleep(gw.backoff.delay(attempt))
     assert last_error is not None
     raise last_error
 
@@ -179,14 +200,15 @@ async def _bind(
     raise NoHealthyBackend(f"no healthy backend for model {info.model!r}")
 
 
-_FAILED = Outcome(ok=False)
+_FAILED = Outcome(ok=False, status=NO_RESPONSE)  # failed mid-stream: the backend's fault
 
 
-def _outcome(ctx: RequestContext) -> Outcome:
+def _outcome(ctx: RequestContext, duration_s: float) -> Outcome:
     """What the scheduler learns from an attempt that got an answer."""
     return Outcome(
         ok=True,
         ttft_s=ctx.ttfb,
+        duration_s=duration_s,
         load_s=ctx.load_duration_s,
         prompt_tokens=ctx.prompt_tokens or 0,
         output_tokens=ctx.completion_tokens or 0,
@@ -278,18 +300,26 @@ async def _upstream_failed(
     """A non-200 answer: retry elsewhere when another backend may do better, else relay it."""
     body = await resp.read()
     message = _error_text(body) or f"HTTP {resp.status}"
-    if resp.status >= 500:
-        retry_after = 1.0 if resp.status == 503 else None
+    if is_model_missing(resp.status, message):
+        # Its model list was stale; another holder may still serve it.
+        raise _Retry(ModelNotFound(ctx.requested_model), forget_model=True, status=resp.status)
+    verdict = classify(resp.status, "http")
+    if verdict.transient:
+        retry_after = retry_after_s(resp.header("Retry-After"))
+        if resp.status == 503:
+            # Busy (Ollama's full queue, an overloaded engine): keep traffic away for a
+            # moment instead of rewarding a fast 503 with more requests.
+            ctx.gw.fleet.cool_down(
+                decision.backend, ctx.model, retry_after or 1.0, f"busy: {message}"
+            )
         raise _Retry(
             UpstreamError(
                 f"backend {decision.backend}: {message}",
                 status=resp.status,
-                retry_after=retry_after,
-            )
+                retry_after=retry_after or (1.0 if resp.status == 503 else None),
+            ),
+            status=resp.status,
         )
-    if resp.status == 404 and ("not found" in message or "does not exist" in message):
-        # Its model list was stale; another holder may still serve it.
-        raise _Retry(ModelNotFound(ctx.requested_model), forget_model=True)
     if plan.translating:
         # The client's own mistake, said again in the client's dialect.
         raise CorralError(message, status=resp.status)

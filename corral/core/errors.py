@@ -79,10 +79,13 @@ class CorralError(Exception):
 
     def openai_body(self) -> bytes:
         code = type(self).__name__
+        kind = self.openai_type
+        if self.status == 429:  # OpenAI's shape for rate limits
+            kind, code = "requests", "rate_limit_exceeded"
         body = {
             "error": {
                 "message": self.message,
-                "type": self.openai_type,
+                "type": kind,
                 "param": self.param,
                 "code": code,
             }

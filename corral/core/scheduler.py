@@ -178,10 +178,29 @@ class Scheduler:
                 free = True
         if not usable:
             raise NoHealthyBackend(
-                f"no healthy backend for model {model!r} "
-                f"({len(holders)} hold it, none can take requests now)"
+                f"no backend can take model {model!r} now "
+                f"({self._why_not(holders, model, exclude, now)})"
             )
         return usable, free
+
+    def _why_not(
+        self, holders: list[BackendState], model: str, exclude: frozenset[str], now: float
+    ) -> str:
+        """Why each holder was passed over, for the error message (off the hot path)."""
+        counts: dict[str, int] = {}
+        for b in holders:
+            if b.name in exclude:
+                why = "already tried"
+            elif not b.healthy:
+                why = "down"
+            elif not b.enabled:
+                why = "disabled"
+            elif b.draining:
+                why = "draining"
+            else:
+                why = "cooling down after failures"
+            counts[why] = counts.get(why, 0) + 1
+        return ", ".join(f"{n} {why}" for why, n in counts.items())
 
     def _try_bind(self, ticket: Ticket, now: float) -> bool:
         info = ticket.info

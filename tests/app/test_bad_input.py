@@ -118,5 +118,5 @@ async def test_a_model_whose_backends_are_all_down_is_a_503(gateway: RunningGate
     name = next(iter(gw.fleet.backends))
     gw.fleet.scheduler.set_models(name, {"m:latest"})
     resp = await post(gateway, "/api/generate", b'{"model": "m", "prompt": "x"}')
-    assert_ollama_error(resp, 503, "no healthy backend")
+    assert_ollama_error(resp, 503, "(1 down)")
     assert resp.headers["retry-after"] == "2"

@@ -47,6 +47,14 @@ async def test_when_every_backend_fails_the_client_gets_the_error_in_ollama_shap
         assert resp.status_code == 503
         assert resp.headers["retry-after"]
         assert "server busy" in resp.json()["error"]
+        # Both are cooling down after their busy answers: the next request is told so
+        # at once instead of hammering them.
+        calls = [n.state()["counters"]["requests"] for n in fleet.nodes]
+        resp = await generate(fleet)
+        assert resp.status_code == 503 and resp.headers["retry-after"]
+        assert "2 cooling down" in resp.json()["error"]
+        assert [n.state()["counters"]["requests"] for n in fleet.nodes] == calls
+        assert fleet.gw.fleet.breakers is not None and fleet.gw.fleet.breakers.clear() == 2
         for node in fleet.nodes:
             node.set_faults(busy=False, error_rate=1.0)
         resp = await generate(fleet)
