@@ -1,0 +1,392 @@
+"""The ``corral`` policy: route to the lowest estimated time to first token.
+
+On a mixed Ollama/vLLM fleet the cost that dominates is a model load (seconds to
+minutes), then queueing behind busy slots, then prefill. So each candidate's TTFT
+is estimated from what the gateway knows and learns:
+
+* **wait** for a slot when none is free: a slot frees about every ``service`` /
+  (busy + 1) seconds (the first of n residual service times), and requests this
+  policy already told to wait for the same backend are ahead in line;
+* **prefill**: prompt tokens / the learned prefill rate, stretched by how busy the
+  node is (parallel slots share one GPU);
+* **load** when the model is not resident (``/api/ps``, the vLLM model list, or a
+  request of ours that ended well since the last probe): the EWMA of the
+  ``load_duration`` the backend reported, else ``load_base_s + size /
+  load_bytes_per_s``; a load already under way counts only its remainder, and
+  Ollama loads one model at a time, so another model's load goes first;
+* **eviction**: a load that does not fit (VRAM from ``vram_bytes``, else at most
+  ``max_loaded_models`` resident) evicts; a busy victim delays the load until it
+  drains, and a recently used one will have to be reloaded by someone, so a share
+  (``evict_weight``) of its reload time is charged here;
+* **engine queue** (vLLM, from its metrics): requests waiting in the engine and KV
+  cache use above ``kv_high`` (preemptions ahead);
+* **failures**: a request fails with probability 1 - success (EWMA, recovering
+  while there is no news) and is then retried elsewhere after about
+  ``failure_cost_s``: est / s + (1 - s) / s x failure_cost_s.
+
+The minimum wins, busy candidates included: returning a busy backend means "wait
+for it" (the scheduler keeps the request queued). One rule is absolute: a free
+node that must load the model is never chosen while a free node has it resident.
+Prefix/session affinity (:mod:`corral.core.affinity`) is honoured while the affine
+backend's estimate is within ``affinity_slack_s`` of the best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from corral.core.affinity import Affinity
+from corral.core.loadcost import LoadCost
+from corral.core.policy_base import Hooks, ModelStats, RouteStats, one_line
+from corral.core.scoring import recovered_success
+from corral.core.types import BackendState, Outcome, RequestInfo
+
+__all__ = ["CorralPolicy"]
+
+_PREFILL_OVERHEAD_S = 0.02  # tokenisation, scheduling, first decode step
+_WAITER_TTL_S = 300.0  # forget "told to wait" marks of requests that never came back
+
+
+class CorralPolicy(Hooks):
+    """Lowest estimated time to first token; loads, evictions and queues priced in."""
+
+    name = "corral"
+
+    def __init__(
+        self,
+        *,
+        load_base_s: float = 1.0,
+        load_bytes_per_s: float = 0.5e9,
+        default_model_bytes: float = 4e9,
+        max_loaded_models: int = 3,
+        default_service_s: float = 4.0,
+        prefill_tps: float = 2000.0,
+        contention: float = 1.0,
+        evict_weight: float = 0.5,
+        recent_s: float = 120.0,
+        failure_cost_s: float = 1.0,
+        recovery_s: float = 60.0,
+        kv_high: float = 0.8,
+        kv_weight_s: float = 2.0,
+        engine_waiting_s: float = 0.1,
+        warm_ttl_s: float = 240.0,
+        affinity_slack_s: float = 0.5,
+        ewma_alpha: float = 0.3,
+        prefix_affinity: bool = True,
+        session_affinity: bool = True,
+        affinity_abs: float = 2.0,
+        affinity_rel: float = 1.5,
+        prefix_memory: int = 50_000,
+        min_prefix_blocks: int = 1,
+        session_prefix_blocks: int = 4,
+        max_sessions: int = 100_000,
+    ) -> None:
+        positive = {
+            "load_bytes_per_s": load_bytes_per_s,
+            "default_service_s": default_service_s,
+            "prefill_tps": prefill_tps,
+            "recovery_s": recovery_s,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{key} must be > 0, not {value}")
+        if not 0.0 <= kv_high < 1.0 or max_loaded_models < 1:
+            raise ValueError("kv_high must be in [0, 1) and max_loaded_models >= 1")
+        self.default_service_s = default_service_s
+        self.prefill_tps = prefill_tps
+        self.contention = contention
+        self.failure_cost_s = failure_cost_s
+        self.recovery_s = recovery_s
+        self.kv_high = kv_high
+        self.kv_weight_s = kv_weight_s
+        self.engine_waiting_s = engine_waiting_s
+        self.warm_ttl_s = warm_ttl_s
+        self.affinity_slack_s = affinity_slack_s
+        self.stats = RouteStats(ewma_alpha)
+        self.affinity: Affinity | None = None
+        if prefix_affinity or session_affinity:
+            self.affinity = Affinity(
+                prefix_affinity=prefix_affinity,
+                session_affinity=session_affinity,
+                affinity_abs=affinity_abs,
+                affinity_rel=affinity_rel,
+                prefix_memory=prefix_memory,
+                min_prefix_blocks=min_prefix_blocks,
+                session_prefix_blocks=session_prefix_blocks,
+                max_sessions=max_sessions,
+            )
+        self.loads = LoadCost(
+            self.stats,
+            load_base_s=load_base_s,
+            load_bytes_per_s=load_bytes_per_s,
+            default_model_bytes=default_model_bytes,
+            max_loaded_models=max_loaded_models,
+            evict_weight=evict_weight,
+            recent_s=recent_s,
+            default_service_s=default_service_s,
+        )
+        # Requests told to wait for a busy backend, oldest first: backend -> key -> at.
+        self._waiters: dict[str, OrderedDict[object, float]] = {}
+        self._waiting_for: dict[object, str] = {}
+
+    # -- the decision -------------------------------------------------------------
+
+    def select(
+        self, candidates: Sequence[BackendState], info: RequestInfo, now: float
+    ) -> tuple[BackendState, str]:
+        model = info.model
+        stats_of = self.stats.models
+        use_affinity = self.affinity is not None and (bool(info.prefix) or info.session is not None)
+        key: object = info.request_id or id(info)
+        best: BackendState | None = None
+        best_est = second_est = math.inf
+        second: BackendState | None = None
+        warm: BackendState | None = None  # best free candidate with the model resident
+        warm_est = math.inf
+        ests: dict[str, float] = {}
+        cold: list[tuple[BackendState, ModelStats | None, bool]] = []
+        tokens = info.prompt_tokens
+        default_tps = self.prefill_tps
+        contention = self.contention
+        for b in candidates:
+            models = stats_of(b.name)
+            st = models.get(model) if models is not None else None
+            cap = b.max_per_model
+            free = b.in_flight < b.max_concurrency and (
+                cap is None or b.in_flight_by_model.get(model, 0) < cap
+            )
+            if not (b.loaded.get(model, -1.0) > now or self._resident(b, model, now, st)):
+                # Priced after the resident ones: by then the bar is known and most
+                # cold candidates are out of the running before evictions are priced.
+                cold.append((b, st, free))
+                continue
+            if free and b.signals is None and (st is None or st.success >= 1.0):
+                # The common case, inlined (hundreds of candidates per decision): only
+                # the prefill term of _estimate applies.
+                tps = default_tps if st is None or st.prefill_tps is None else st.prefill_tps
+                est = (_PREFILL_OVERHEAD_S + tokens / tps) * (
+                    1.0 + contention * b.in_flight / b.max_concurrency
+                )
+            else:
+                est = self._estimate(b, info, now, st, True, free, key, math.inf, None)
+            if use_affinity:
+                ests[b.name] = est
+            if est < best_est:
+                second, second_est = best, best_est
+                best, best_est = b, est
+            elif est < second_est:
+                second, second_est = b, est
+            if free and est < warm_est:
+                warm, warm_est = b, est
+        loads = self.loads
+        for b, st, free in cold:
+            # A load alone (none under way) already puts it out of the top two.
+            if (
+                loads.load_time(b, model, st) >= second_est
+                and loads.left(b.name, model, now) is None
+            ):
+                continue
+            est = self._estimate(b, info, now, st, False, free, key, second_est, None)
+            if use_affinity:
+                ests[b.name] = est
+            if est < best_est:
+                second, second_est = best, best_est
+                best, best_est = b, est
+            elif est < second_est:
+                second, second_est = b, est
+        assert best is not None
+        chosen, chosen_est, why = best, best_est, ""
+        if use_affinity:
+            assert self.affinity is not None
+            hit = self.affinity.prefer(candidates, info)
+            if hit is not None and hit[0] is not best:
+                pref, what = hit
+                pref_est = ests.get(pref.name, math.inf)
+                if pref_est <= best_est + self.affinity_slack_s:
+                    chosen, chosen_est, why = pref, pref_est, what
+            elif hit is not None:
+                why = hit[1]
+        if (
+            warm is not None
+            and chosen.has_slot(model)
+            and not self._resident(chosen, model, now, self.stats.get(chosen.name, model))
+        ):
+            chosen, chosen_est, why = warm, warm_est, ""  # never load beside a warm idle copy
+        if chosen is not best:
+            second, second_est = best, best_est
+        if not chosen.has_slot(model):
+            self._mark_waiting(chosen.name, key, now)
+        return chosen, self._reason(chosen, chosen_est, second, second_est, why, info, now, key)
+
+    def _resident(self, b: BackendState, model: str, now: float, st: ModelStats | None) -> bool:
+        """Is ``model`` in memory on ``b`` (or will be, by the time a slot is ours)?"""
+        if b.loaded.get(model, -1.0) > now or b.kind == "openai":
+            return True  # OpenAI-style engines serve what they list, loaded
+        if b.in_flight_by_model.get(model):
+            return self.loads.left(b.name, model, now) is None
+        return self._seen_since_probe(b, now, st)
+
+    def _seen_since_probe(self, b: BackendState, now: float, st: ModelStats | None) -> bool:
+        """A request of ours ended well after the last probe: the model is resident."""
+        if st is not None and now - st.last_ok < self.warm_ttl_s:
+            checked = b.last_check_at
+            return checked is None or st.last_ok >= checked
+        return False
+
+    def _estimate(
+        self,
+        b: BackendState,
+        info: RequestInfo,
+        now: float,
+        st: ModelStats | None,
+        resident: bool,
+        free: bool,
+        key: object,
+        cutoff: float,
+        parts: list[str] | None,
+    ) -> float:
+        """Seconds until ``info``'s first token on ``b``; ``parts`` collects why.
+
+        Eviction costs are added only when the estimate without them is below
+        ``cutoff``: they only ever add, so a candidate already out of the running
+        is not priced further.
+        """
+        model = info.model
+        service = self.default_service_s
+        tps = self.prefill_tps
+        ok = 1.0
+        if st is not None:
+            if st.service is not None:
+                service = max(st.service, 1e-3)
+            if st.prefill_tps is not None:
+                tps = st.prefill_tps
+            if st.success < 1.0:
+                ok = max(recovered_success(st, now, self.recovery_s), 0.05)
+        est = 0.0
+        if not free:
+            by_model = b.in_flight_by_model.get(model, 0)
+            busy = b.in_flight if b.in_flight >= b.max_concurrency else by_model
+            waiters = self._waiters.get(b.name)
+            ahead = 0 if waiters is None else len(waiters) - (key in waiters)
+            est = service * (ahead + 1) / (busy + 1)
+            if parts is not None:
+                parts.append(f"wait {est:.1f}s")
+        prefill = _PREFILL_OVERHEAD_S + info.prompt_tokens / tps
+        est += prefill * (1.0 + self.contention * b.in_flight / b.max_concurrency)
+        may_evict = False
+        if resident:
+            if parts is not None:
+                parts.append(f"loaded, {b.in_flight}/{b.max_concurrency} busy")
+        else:
+            left = self.loads.left(b.name, model, now)
+            if left is not None:
+                est += left
+                if parts is not None:
+                    parts.append(f"loading, {left:.1f}s left")
+            else:
+                load = self.loads.load_time(b, model, st)
+                est += self.loads.queued(b.name, now) + load
+                may_evict = True
+                if parts is not None:
+                    parts.append(f"load {load:.1f}s")
+        sig = b.signals
+        if sig is not None and (sig.waiting or sig.kv_cache_usage > self.kv_high):
+            over = max(0.0, sig.kv_cache_usage - self.kv_high) / (1.0 - self.kv_high)
+            est += sig.waiting * self.engine_waiting_s + over * self.kv_weight_s
+            if parts is not None:
+                parts.append(f"kv {sig.kv_cache_usage:.2f}, {sig.waiting:g} waiting")
+        retry = (1.0 - ok) / ok * self.failure_cost_s
+        if may_evict and est / ok + retry < cutoff:
+            evict = self.loads.eviction(b, model, now)
+            est += evict
+            if parts is not None and evict:
+                parts.append(f"evict {evict:.1f}s")
+        if parts is not None and ok < 0.995:
+            parts.append(f"ok {ok:.2f}")
+        return est / ok + retry
+
+    # -- hooks --------------------------------------------------------------------
+
+    def on_dispatch(self, backend: BackendState, info: RequestInfo, now: float) -> None:
+        key: object = info.request_id or id(info)
+        target = self._waiting_for.pop(key, None)
+        if target is not None:
+            waiters = self._waiters.get(target)
+            if waiters is not None:
+                waiters.pop(key, None)
+        model = info.model
+        # in_flight_by_model already counts this request: more than one means others
+        # went first, and they either found the model resident or started its load.
+        if backend.in_flight_by_model.get(model, 0) <= 1:
+            st = self.stats.get(backend.name, model)
+            if not (
+                backend.loaded.get(model, -1.0) > now
+                or backend.kind == "openai"
+                or self._seen_since_probe(backend, now, st)
+            ):
+                self.loads.started(backend, model, now, st)
+        if self.affinity is not None:
+            self.affinity.record(backend, info)
+
+    def on_complete(
+        self, backend: BackendState, info: RequestInfo, outcome: Outcome, now: float
+    ) -> None:
+        self.stats.observe(backend.name, info.model, outcome, now)
+        if outcome.ok or outcome.ttft_s is not None:
+            self.loads.answered(backend.name, info.model)
+
+    def on_backend_removed(self, name: str) -> None:
+        self.stats.forget(name)
+        self.loads.forget(name)
+        for key in self._waiters.pop(name, {}):
+            self._waiting_for.pop(key, None)
+        if self.affinity is not None:
+            self.affinity.forget(name)
+
+    def _mark_waiting(self, backend: str, key: object, now: float) -> None:
+        old = self._waiting_for.get(key)
+        if old == backend:
+            return
+        if old is not None:
+            self._waiters[old].pop(key, None)
+        self._waiting_for[key] = backend
+        waiters = self._waiters.setdefault(backend, OrderedDict())
+        waiters[key] = now
+        while waiters:  # drop marks of requests that expired or were cancelled
+            k, at = next(iter(waiters.items()))
+            if now - at < _WAITER_TTL_S:
+                break
+            del waiters[k]
+            self._waiting_for.pop(k, None)
+
+    def _reason(
+        self,
+        chosen: BackendState,
+        est: float,
+        second: BackendState | None,
+        second_est: float,
+        why: str,
+        info: RequestInfo,
+        now: float,
+        key: object,
+    ) -> str:
+        head = "corral: "
+        if not chosen.has_slot(info.model):
+            head += "wait for busy, "
+        if why:
+            head += f"{why} on {chosen.name}, "
+        text = head + f"est ttft {est:.2f}s ({self._explain(chosen, info, now, key)})"
+        if second is not None:
+            text += f" vs next {second_est:.2f}s ({self._explain(second, info, now, key)})"
+        else:
+            text += ", only candidate"
+        return one_line(text)
+
+    def _explain(self, b: BackendState, info: RequestInfo, now: float, key: object) -> str:
+        st = self.stats.get(b.name, info.model)
+        resident = self._resident(b, info.model, now, st)
+        parts: list[str] = []
+        self._estimate(b, info, now, st, resident, b.has_slot(info.model), key, math.inf, parts)
+        return ", ".join(parts)
