@@ -30,7 +30,15 @@ from corral.core.breakers import BreakerBoard
 from corral.core.errors import ModelNotFound, NoHealthyBackend, QueueFull
 from corral.core.fairqueue import Ticket
 from corral.core.policies import make_policy
-from corral.core.retry import NO_RESPONSE, Backoff, RetryPolicy, classify
+from corral.core.retry import (
+    NO_RESPONSE,
+    Backoff,
+    RetryBudget,
+    RetryDecision,
+    RetryPolicy,
+    Verdict,
+    classify,
+)
 from corral.core.scheduler import Scheduler
 from corral.core.types import BackendState, EngineSignals, Outcome, RequestInfo
 from corral.fleetbench.metrics import Collector, RequestRecord, Result, Status, prefix_hit_bound
@@ -61,6 +69,39 @@ class _Req:
     dispatched_at: float = 0.0
     first_at: float | None = None
     done: bool = False
+
+
+class _Retries:
+    """The relay's retry rule: up to ``attempts`` tries, a pause of ``backoff_s``
+    doubling up to ``backoff_max_s`` between them; with ``budget`` the gateway-wide
+    :class:`~corral.core.retry.RetryBudget` of core's :class:`RetryPolicy` as well."""
+
+    def __init__(
+        self, attempts: int, base: float, cap: float, budget: float | None, seed: int
+    ) -> None:
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+        self.policy = (
+            None
+            if budget is None
+            else RetryPolicy(
+                attempts, budget=RetryBudget(budget), backoff=Backoff(base, cap, seed=seed)
+            )
+        )
+
+    def on_request(self, now: float) -> None:
+        if self.policy is not None:
+            self.policy.on_request(now)
+
+    def decide(
+        self, verdict: Verdict, attempt: int, now: float, *, streamed: bool
+    ) -> RetryDecision:
+        if self.policy is not None:
+            return self.policy.decide(verdict, attempt, now, streamed=streamed)
+        if streamed or not verdict.transient or attempt >= self.attempts:
+            return RetryDecision(False, 0.0, verdict.reason)
+        return RetryDecision(True, min(self.base * 2 ** (attempt - 1), self.cap), verdict.reason)
 
 
 @dataclass(slots=True)
@@ -111,8 +152,8 @@ class Simulation:
             node = self.nodes[spec.name]
             state.model_bytes = node.model_bytes()
             self.sched.add_backend(state)
-        self.retry = RetryPolicy(
-            gw.retry_attempts, backoff=Backoff(gw.backoff_s, gw.backoff_max_s, seed=seed)
+        self.retry = _Retries(
+            gw.retry_attempts, gw.backoff_s, gw.backoff_max_s, gw.retry_budget, seed
         )
         self.collector = Collector(
             policy, ttft_slo_s=scenario.ttft_slo_s, fairness_windows=self._windows()
@@ -308,7 +349,7 @@ class Simulation:
             self._push(now + decision.delay_s, _RETRY, req)
             return
         self.counts["failed_mid_stream" if streamed else "failed_before_stream"] += 1
-        self._end(req, now, "failed")
+        self._end(req, now, "failed", first=req.first_at, backend=backend)
 
     def _node_events(self, node: SimNode, now: float) -> None:
         for ev in node.advance(now):
