@@ -345,6 +345,25 @@ class Fleet:
             for event in self.breakers.drain_events():
                 log.warning("breaker %s", event)
 
+    # -- operations (the admin API calls these) ------------------------------------
+
+    def pause(self) -> None:
+        """Stop dispatching; requests queue (up to their deadlines) until resume()."""
+        self.scheduler.pause()
+        log.warning("admission paused: requests queue until resumed")
+
+    def resume(self) -> None:
+        log.info("admission resumed (%d waiting)", self.scheduler.waiting)
+        for bound in self.scheduler.resume(asyncio.get_running_loop().time()):
+            self._hand_over(bound)
+
+    def drain(self, name: str, on: bool = True) -> None:
+        """A draining backend finishes what it has and takes nothing new."""
+        self.scheduler.drain(name, on)
+        log.info("backend %s %s", name, "draining" if on else "no longer draining")
+        if not on:
+            self._pump()
+
     def cool_down(self, backend: str, model: str | None, seconds: float, reason: str) -> None:
         """Keep traffic off backend:model (or the whole backend) for ``seconds``."""
         if self.breakers is not None:

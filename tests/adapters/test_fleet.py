@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from corral.adapters.fleet import Fleet
-from corral.core.errors import QueueTimeout
+from corral.core.errors import NoHealthyBackend, QueueTimeout
 from corral.core.policies import make_policy
 from corral.core.types import Outcome, RequestInfo
 from corral.sim.launch import NodeSpec, SimNode, start_node
@@ -118,3 +118,28 @@ async def test_vllm_load_signals_are_read_from_its_metrics() -> None:
         await fleet.stop()
         await vllm.stop()
         await ollama_node.stop()
+
+
+async def test_pause_holds_requests_until_resume_and_drain_moves_traffic(node: SimNode) -> None:
+    fleet = make_fleet(queue_timeout=2.0)
+    fleet.add("a", node.url, max_concurrency=2)
+    await fleet.probe_all()
+    try:
+        fleet.pause()
+        waiting = asyncio.create_task(fleet.acquire(INFO))
+        await asyncio.sleep(0.02)
+        assert not waiting.done() and fleet.scheduler.waiting == 1
+        fleet.resume()
+        ticket = await waiting
+        assert ticket.decision is not None and ticket.decision.backend == "a"
+        fleet.drain("a")
+        with pytest.raises(NoHealthyBackend, match="1 draining"):
+            await fleet.acquire(INFO)
+        assert not fleet.scheduler.drained("a")
+        fleet.release(ticket, Outcome(ok=True))
+        assert fleet.scheduler.drained("a")
+        fleet.drain("a", on=False)
+        again = await fleet.acquire(INFO)
+        assert again.decision is not None
+    finally:
+        await fleet.stop()
