@@ -137,7 +137,7 @@ class CorralPolicy(Hooks):
         self, candidates: Sequence[BackendState], info: RequestInfo, now: float
     ) -> tuple[BackendState, str]:
         model = info.model
-        stats_of = self.stats.models
+        stats_of = self.stats.by_backend.get
         use_affinity = self.affinity is not None and (bool(info.prefix) or info.session is not None)
         key: object = info.request_id or id(info)
         best: BackendState | None = None
@@ -387,6 +387,13 @@ class CorralPolicy(Hooks):
     def _explain(self, b: BackendState, info: RequestInfo, now: float, key: object) -> str:
         st = self.stats.get(b.name, info.model)
         resident = self._resident(b, info.model, now, st)
+        if (
+            resident
+            and b.has_slot(info.model)
+            and b.signals is None
+            and (st is None or st.success >= 1.0)
+        ):
+            return f"loaded, {b.in_flight}/{b.max_concurrency} busy"  # _estimate's one part
         parts: list[str] = []
         self._estimate(b, info, now, st, resident, b.has_slot(info.model), key, math.inf, parts)
         return ", ".join(parts)

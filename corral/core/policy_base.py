@@ -119,34 +119,31 @@ class RouteStats:
     ``min_load_s`` are Ollama's bookkeeping for a resident model, not a load.
     """
 
-    __slots__ = ("_by_backend", "alpha", "min_load_s")
+    __slots__ = ("alpha", "by_backend", "min_load_s")
 
     def __init__(self, alpha: float = 0.3, min_load_s: float = 0.2) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"ewma alpha must be in (0, 1], not {alpha}")
         self.alpha = alpha
         self.min_load_s = min_load_s
-        self._by_backend: dict[str, dict[str, ModelStats]] = {}
+        # backend -> model -> figures; read directly by loops that do their own lookups
+        self.by_backend: dict[str, dict[str, ModelStats]] = {}
 
     def get(self, backend: str, model: str) -> ModelStats | None:
-        models = self._by_backend.get(backend)
+        models = self.by_backend.get(backend)
         return None if models is None else models.get(model)
 
-    def models(self, backend: str) -> dict[str, ModelStats] | None:
-        """The per-model figures of one backend (for a loop doing its own lookups)."""
-        return self._by_backend.get(backend)
-
     def of(self, backend: str, model: str) -> ModelStats:
-        models = self._by_backend.get(backend)
+        models = self.by_backend.get(backend)
         if models is None:
-            models = self._by_backend[backend] = {}
+            models = self.by_backend[backend] = {}
         stats = models.get(model)
         if stats is None:
             stats = models[model] = ModelStats()
         return stats
 
     def forget(self, backend: str) -> None:
-        self._by_backend.pop(backend, None)
+        self.by_backend.pop(backend, None)
 
     def observe(self, backend: str, model: str, outcome: Outcome, now: float) -> ModelStats:
         s = self.of(backend, model)
