@@ -56,6 +56,7 @@ class RequestContext:
     stream: bool = False
     uses_slot: bool = True
     decision: RouteDecision | None = None
+    tenant: str = ""
     attempts: int = 0
     response_started: bool = False
     status: int = 0
@@ -184,4 +185,7 @@ def _usage(ctx: RequestContext) -> UsageRecord:
         attempts=ctx.attempts,
         error=ctx.error,
         client_gone=ctx.client_gone,
+        tenant=ctx.tenant,
+        route_reason=ctx.decision.reason if ctx.decision else None,
+        queued_s=ctx.decision.queued_s if ctx.decision else 0.0,
     )

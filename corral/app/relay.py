@@ -86,6 +86,7 @@ async def relay(ctx: RequestContext) -> None:
     fleet = gw.fleet
     retry = gw.settings.retry
     info = request_info(ctx)
+    ctx.tenant = info.tenant
     tried: frozenset[str] = frozenset()
     last_error: CorralError | None = None
     refreshed = False
@@ -249,7 +250,11 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
     request = UpstreamRequest(
         "POST", plan.path, plan.body, {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id}
     )
-    watchdog = Watchdog(timeouts.first_byte_s, timeouts.request_s)
+    first_byte = timeouts.first_byte_s
+    if state.is_loaded(ctx.model, asyncio.get_running_loop().time()):
+        # Nothing to load: a backend this slow to answer is hung; try another.
+        first_byte = min(first_byte, timeouts.first_byte_loaded_s)
+    watchdog = Watchdog(first_byte, timeouts.request_s)
     resp: UpstreamResponse | None = None
     try:
         try:

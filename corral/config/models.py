@@ -292,6 +292,10 @@ class TimeoutsConfig(_Section):
     first_byte_s: Seconds = Field(
         default=600.0, description="Wait for the first byte (cold model load)."
     )
+    first_byte_loaded_s: Seconds = Field(
+        default=120.0,
+        description="Wait for the first byte when the model is already loaded there.",
+    )
     stream_idle_s: Seconds = Field(default=300.0, description="Longest silence inside a stream.")
     request_s: Seconds = Field(default=3600.0, description="Whole request, end to end.")
 

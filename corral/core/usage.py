@@ -28,3 +28,6 @@ class UsageRecord:
     attempts: int = 0
     error: str | None = None
     client_gone: bool = False
+    tenant: str = ""
+    route_reason: str | None = None  # the scheduler's decision: policy and why
+    queued_s: float = 0.0  # time spent in the fair queue before a backend was free

@@ -69,6 +69,21 @@ async def test_a_hung_backend_is_abandoned_after_the_first_byte_timeout() -> Non
         assert {r.headers["x-corral-backend"] for r in replies} == {"sim1"}
 
 
+async def test_a_hung_backend_with_the_model_loaded_is_given_up_on_sooner() -> None:
+    limits = {"first_byte_s": 60, "first_byte_loaded_s": 0.3}
+    async with sim_fleet(NodeSpec(), NodeSpec(), timeouts=limits) as fleet:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for node in fleet.nodes:  # load the model on both (a prompt-less generate)
+                r = await client.post(f"{node.url}/api/generate", json={"model": GEN["model"]})
+                assert r.status_code == 200
+        await fleet.gw.fleet.probe_all(models=False)
+        fleet.node("sim0").set_faults(hang=True)
+        started = asyncio.get_running_loop().time()
+        replies = [await generate(fleet) for _ in range(3)]
+        assert all(r.status_code == 200 for r in replies)
+        assert asyncio.get_running_loop().time() - started < 5  # not 60 s per hang
+
+
 async def test_a_stream_cut_mid_way_ends_with_an_error_line() -> None:
     async with sim_fleet(NodeSpec()) as fleet:
         fleet.node("sim0").set_faults(drop_mid_stream=1.0, after_chunks=2)

@@ -147,4 +147,6 @@ async def test_request_facts_reach_the_scheduler(header: str) -> None:
             assert r.status_code == 200
         info = seen[0]
         assert (info.tenant, info.session, info.weight) == ("t", "s1", 1.0)
+        record = fleet.gw.usage[-1]
+        assert record.tenant == "t" and record.route_reason == r.headers["x-corral-route-reason"]
         assert info.prompt_tokens == 250 and len(info.prefix) == 3
