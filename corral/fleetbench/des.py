@@ -72,22 +72,19 @@ class _Req:
 
 
 class _Retries:
-    """The relay's retry rule: up to ``attempts`` tries, a pause of ``backoff_s``
-    doubling up to ``backoff_max_s`` between them; with ``budget`` the gateway-wide
-    :class:`~corral.core.retry.RetryBudget` of core's :class:`RetryPolicy` as well."""
+    """The relay's retry rule: up to ``attempts`` tries, the gateway-wide
+    :class:`~corral.core.retry.RetryBudget` (unless ``budget`` is None) and a
+    full-jitter :class:`~corral.core.retry.Backoff` between tries."""
 
     def __init__(
         self, attempts: int, base: float, cap: float, budget: float | None, seed: int
     ) -> None:
         self.attempts = attempts
-        self.base = base
-        self.cap = cap
+        self.backoff = Backoff(base, cap, seed=seed)
         self.policy = (
             None
             if budget is None
-            else RetryPolicy(
-                attempts, budget=RetryBudget(budget), backoff=Backoff(base, cap, seed=seed)
-            )
+            else RetryPolicy(attempts, budget=RetryBudget(budget), backoff=self.backoff)
         )
 
     def on_request(self, now: float) -> None:
@@ -101,7 +98,7 @@ class _Retries:
             return self.policy.decide(verdict, attempt, now, streamed=streamed)
         if streamed or not verdict.transient or attempt >= self.attempts:
             return RetryDecision(False, 0.0, verdict.reason)
-        return RetryDecision(True, min(self.base * 2 ** (attempt - 1), self.cap), verdict.reason)
+        return RetryDecision(True, self.backoff.delay(attempt), verdict.reason)
 
 
 @dataclass(slots=True)
@@ -340,6 +337,11 @@ class Simulation:
         req.ticket = None
         if kind == "connect":
             self.sched.backends[backend].healthy = False  # the relay's report_unreachable
+        breakers = self.sched.breakers
+        if status == 503 and isinstance(breakers, BreakerBoard):
+            # The relay's cool_down: a fast 503 must not attract more requests.
+            until = now + self.scenario.gateway.busy_cooldown_s
+            breakers.cooldown(backend, req.info.model, until, "busy", now=now)
         self._bound.extend(self.sched.release(ticket, outcome, now))
         req.failures += 1
         req.tried = req.tried | {backend}

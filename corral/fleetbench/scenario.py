@@ -125,9 +125,10 @@ class Gateway:
     retry_attempts: int = 3
     backoff_s: float = 0.05
     backoff_max_s: float = 1.0
-    # None: no gateway-wide budget, as the relay retries today; a ratio turns on
-    # corral.core.retry.RetryBudget (retries <= 3 + ratio x requests per 10 s).
-    retry_budget: float | None = None
+    # The relay's gateway-wide RetryBudget: retries <= 3 + ratio x requests per 10 s
+    # (None: no budget, only the per-request attempt cap).
+    retry_budget: float | None = 0.2
+    busy_cooldown_s: float = 1.0  # a 503 keeps backend:model out this long (no Retry-After)
     breakers: bool = True
     policy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 

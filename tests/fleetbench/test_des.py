@@ -76,7 +76,10 @@ def test_the_scheduler_never_exceeds_a_backends_slots() -> None:
 
 
 def test_a_flapping_node_fails_no_request_that_was_not_yet_streaming() -> None:
-    sc = load_scenario("flapping")
+    # Per-request attempts only: the gateway-wide retry budget is a separate limit
+    # (see test_the_retry_budget_caps_retries_during_an_outage).
+    flapping = load_scenario("flapping")
+    sc = replace(flapping, gateway=replace(flapping.gateway, retry_budget=None))
     arrivals = build_arrivals(sc, seed=1, requests=600)
     for policy in ("corral", "least_conn"):
         run = simulate(sc, policy, arrivals, seed=1)
@@ -87,6 +90,17 @@ def test_a_flapping_node_fails_no_request_that_was_not_yet_streaming() -> None:
         assert len(failed) == run.extras["failed_mid_stream"]
         assert run.extras["retries"] > 0
         assert all(r.ttft_s is not None for r in failed)
+
+
+def test_the_retry_budget_caps_retries_during_an_outage() -> None:
+    flapping = load_scenario("flapping")
+    arrivals = build_arrivals(flapping, seed=1, requests=600)
+    tight = replace(flapping, gateway=replace(flapping.gateway, retry_budget=0.0))
+    loose = replace(flapping, gateway=replace(flapping.gateway, retry_budget=None))
+    capped = simulate(tight, "least_conn", arrivals, seed=1)
+    free = simulate(loose, "least_conn", arrivals, seed=1)
+    assert capped.extras["retries"] < free.extras["retries"]
+    assert capped.extras["failed_before_stream"] > free.extras["failed_before_stream"] == 0
 
 
 def test_a_node_that_goes_down_loses_its_streams_and_its_loaded_models() -> None:
@@ -158,10 +172,18 @@ def test_cli_prints_one_json_object_per_policy() -> None:
     assert result.exit_code == 0, result.output
     objects = [json.loads(line) for line in result.output.splitlines()]
     assert [o["policy"] for o in objects] == ["corral", "least_conn"]
-    fields = (
-        "p50_ttft_s p99_ttft_s p99_e2e_s goodput_rps model_loads prefix_hit_rate "
-        "prefix_hit_bound jain rejected failed"
-    ).split()
+    fields = [
+        "p50_ttft_s",
+        "p99_ttft_s",
+        "p99_e2e_s",
+        "goodput_rps",
+        "model_loads",
+        "prefix_hit_rate",
+        "prefix_hit_bound",
+        "jain",
+        "rejected",
+        "failed",
+    ]
     for o in objects:
         assert set(fields) <= set(o)
         assert o["scenario"] == "tenants"
