@@ -14,10 +14,11 @@ is estimated from what the gateway knows and learns:
   ``load_duration`` the backend reported, else ``load_base_s + size /
   load_bytes_per_s``; a load already under way counts only its remainder, and
   Ollama loads one model at a time, so another model's load goes first;
-* **eviction**: a load that does not fit (VRAM from ``vram_bytes``, else at most
-  ``max_loaded_models`` resident) evicts; a busy victim delays the load until it
-  drains, and a recently used one will have to be reloaded by someone, so a share
-  (``evict_weight``) of its reload time is charged here;
+* **eviction**: a load that does not fit (``max_loaded_models`` resident, and VRAM
+  from ``vram_bytes`` at ``memory_factor`` x the size on disk) evicts; a busy victim
+  delays the load until it drains, and a recently used one must be reloaded by its
+  next request: a full load when this was its only copy, ``evict_weight`` of one
+  when another node has it too (see :mod:`corral.core.loadcost`);
 * **engine queue** (vLLM, from its metrics): requests waiting in the engine and KV
   cache use above ``kv_high`` (preemptions ahead);
 * **failures**: a request fails with probability 1 - success (EWMA, recovering
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from corral.core.affinity import Affinity
 from corral.core.loadcost import LoadCost
@@ -61,6 +62,7 @@ class CorralPolicy(Hooks):
         load_bytes_per_s: float = 0.5e9,
         default_model_bytes: float = 4e9,
         max_loaded_models: int = 3,
+        memory_factor: float = 1.4,
         default_service_s: float = 4.0,
         prefill_tps: float = 2000.0,
         contention: float = 1.0,
@@ -126,10 +128,14 @@ class CorralPolicy(Hooks):
             evict_weight=evict_weight,
             recent_s=recent_s,
             default_service_s=default_service_s,
+            memory_factor=memory_factor,
         )
         # Requests told to wait for a busy backend, oldest first: backend -> key -> at.
         self._waiters: dict[str, OrderedDict[object, float]] = {}
         self._waiting_for: dict[object, str] = {}
+        # How many requests wait for a model (the scheduler's queue), when wired.
+        self.queue_depth: Callable[[str], int] | None = None
+        self._line_share = 0.0
 
     # -- the decision -------------------------------------------------------------
 
@@ -140,6 +146,7 @@ class CorralPolicy(Hooks):
         stats_of = self.stats.by_backend.get
         use_affinity = self.affinity is not None and (bool(info.prefix) or info.session is not None)
         key: object = info.request_id or id(info)
+        self._line_share = self._line_per_slot(candidates, model, now)
         best: BackendState | None = None
         best_est = second_est = math.inf
         second: BackendState | None = None
@@ -147,6 +154,7 @@ class CorralPolicy(Hooks):
         warm_est = math.inf
         ests: dict[str, float] = {}
         cold: list[tuple[BackendState, ModelStats | None, bool]] = []
+        leaving = self.loads.leaving if self.loads.any_leaving else None
         tokens = info.prompt_tokens
         default_tps = self.prefill_tps
         contention = self.contention
@@ -157,7 +165,10 @@ class CorralPolicy(Hooks):
             free = b.in_flight < b.max_concurrency and (
                 cap is None or b.in_flight_by_model.get(model, 0) < cap
             )
-            if not (b.loaded.get(model, -1.0) > now or self._resident(b, model, now, st)):
+            if not (
+                (b.loaded.get(model, -1.0) > now and not (leaving and leaving(b, model)))
+                or self._resident(b, model, now, st)
+            ):
                 # Priced after the resident ones: by then the bar is known and most
                 # cold candidates are out of the running before evictions are priced.
                 cold.append((b, st, free))
@@ -220,10 +231,31 @@ class CorralPolicy(Hooks):
             self._mark_waiting(chosen.name, key, now)
         return chosen, self._reason(chosen, chosen_est, second, second_est, why, info, now, key)
 
+    def _line_per_slot(self, candidates: Sequence[BackendState], model: str, now: float) -> float:
+        """Requests queued for ``model`` per slot of its resident copies.
+
+        Only the head of the line is offered to the policy, so the requests
+        behind it are counted from the queue (``queue_depth``, when wired): a long
+        line makes waiting for a busy copy dear and loading another copy pay.
+        """
+        depth = self.queue_depth
+        line = depth(model) - 1 if depth is not None else 0
+        if line <= 0:
+            return 0.0
+        slots = 0
+        for b in candidates:
+            if b.loaded.get(model, -1.0) > now or b.kind == "openai":
+                slots += min(b.max_per_model or b.max_concurrency, b.max_concurrency)
+        return line / max(slots, 1)
+
     def _resident(self, b: BackendState, model: str, now: float, st: ModelStats | None) -> bool:
         """Is ``model`` in memory on ``b`` (or will be, by the time a slot is ours)?"""
-        if b.loaded.get(model, -1.0) > now or b.kind == "openai":
+        if b.kind == "openai":
             return True  # OpenAI-style engines serve what they list, loaded
+        if self.loads.leaving(b, model):
+            return False
+        if b.loaded.get(model, -1.0) > now:
+            return True
         if b.in_flight_by_model.get(model):
             return self.loads.left(b.name, model, now) is None
         return self._seen_since_probe(b, now, st)
@@ -269,7 +301,10 @@ class CorralPolicy(Hooks):
             by_model = b.in_flight_by_model.get(model, 0)
             busy = b.in_flight if b.in_flight >= b.max_concurrency else by_model
             waiters = self._waiters.get(b.name)
-            ahead = 0 if waiters is None else len(waiters) - (key in waiters)
+            ahead = 0.0 if waiters is None else len(waiters) - (key in waiters)
+            if self._line_share:
+                slots = min(b.max_per_model or b.max_concurrency, b.max_concurrency)
+                ahead = max(ahead, self._line_share * slots)
             est = service * (ahead + 1) / (busy + 1)
             if parts is not None:
                 parts.append(f"wait {est:.1f}s")
@@ -317,14 +352,20 @@ class CorralPolicy(Hooks):
             if waiters is not None:
                 waiters.pop(key, None)
         model = info.model
+        self.loads.fleet[backend.name] = backend
         # in_flight_by_model already counts this request: more than one means others
         # went first, and they either found the model resident or started its load.
         if backend.in_flight_by_model.get(model, 0) <= 1:
             st = self.stats.get(backend.name, model)
             if not (
-                backend.loaded.get(model, -1.0) > now
-                or backend.kind == "openai"
-                or self._seen_since_probe(backend, now, st)
+                backend.kind == "openai"
+                or (
+                    (
+                        backend.loaded.get(model, -1.0) > now
+                        or self._seen_since_probe(backend, now, st)
+                    )
+                    and not self.loads.leaving(backend, model)
+                )
             ):
                 self.loads.started(backend, model, now, st)
         if self.affinity is not None:

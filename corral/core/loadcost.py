@@ -13,6 +13,8 @@ only what is left of it), and that delays any other model's load there.
 
 from __future__ import annotations
 
+import math
+
 from corral.core.policy_base import ModelStats, RouteStats
 from corral.core.types import BackendState
 
@@ -31,6 +33,7 @@ class LoadCost:
         evict_weight: float,
         recent_s: float,
         default_service_s: float,
+        memory_factor: float,
     ) -> None:
         self.stats = stats
         self.load_base_s = load_base_s
@@ -40,10 +43,15 @@ class LoadCost:
         self.evict_weight = evict_weight
         self.recent_s = recent_s
         self.default_service_s = default_service_s
+        self.memory_factor = memory_factor
+        # The backends seen so far, to tell whether a victim is resident elsewhere.
+        self.fleet: dict[str, BackendState] = {}
         # backend -> model -> when the load we started should be done
         self._loading: dict[str, dict[str, float]] = {}
         # backend -> when its queue of loads (ours) should be empty
         self._busy_until: dict[str, float] = {}
+        # backend -> model a load of ours pushes out -> when that load should be done
+        self._leaving: dict[str, dict[str, float]] = {}
 
     def load_time(self, b: BackendState, model: str, st: ModelStats | None) -> float:
         """Learned load time of backend:model, else the size-based guess."""
@@ -66,12 +74,44 @@ class LoadCost:
         return until - now if until is not None and until > now else 0.0
 
     def started(self, b: BackendState, model: str, now: float, st: ModelStats | None) -> None:
-        """A request went to ``b`` that must load ``model`` (unless one is loading)."""
+        """A request went to ``b`` that must load ``model`` (unless one is loading).
+
+        The models the load will push out are marked as leaving: until a probe
+        taken after the load should be done says otherwise, they count as not
+        resident there, so no new work keeps a busy victim from draining (Ollama's
+        load waits for it) and nobody is sent to a copy about to vanish.
+        """
         if self.left(b.name, model, now) is not None:
             return
         ready = now + self.queued(b.name, now) + self.load_time(b, model, st)
+        for victim in self.victims(b, model, now):
+            if b.in_flight_by_model.get(victim):
+                vst = self.stats.get(b.name, victim)
+                ready += vst.service if vst is not None and vst.service else self.default_service_s
+        for victim in self.victims(b, model, now):
+            self._leaving.setdefault(b.name, {})[victim] = ready
         self._loading.setdefault(b.name, {})[model] = ready
         self._busy_until[b.name] = ready
+
+    def leaving(self, b: BackendState, model: str) -> bool:
+        """Is ``model`` being pushed out of ``b`` by a load we started?"""
+        marks = self._leaving.get(b.name)
+        if not marks:
+            return False
+        until = marks.get(model)
+        if until is None:
+            return False
+        checked = b.last_check_at
+        if checked is not None and checked > until:
+            del marks[model]  # a probe after the load: it knows better now
+            if not marks:
+                del self._leaving[b.name]
+            return False
+        return True
+
+    @property
+    def any_leaving(self) -> bool:
+        return bool(self._leaving)
 
     def answered(self, backend: str, model: str) -> None:
         """The model answered on ``backend``: whatever load there was is over."""
@@ -80,56 +120,73 @@ class LoadCost:
             loading.pop(model, None)
 
     def forget(self, backend: str) -> None:
+        self.fleet.pop(backend, None)
         self._loading.pop(backend, None)
         self._busy_until.pop(backend, None)
+        self._leaving.pop(backend, None)
 
-    def eviction(self, b: BackendState, model: str, now: float) -> float:
-        """Seconds charged for the models that loading ``model`` on ``b`` pushes out.
+    def victims(self, b: BackendState, model: str, now: float) -> list[str]:
+        """The models Ollama would unload to make room for ``model`` on ``b``.
 
-        Fits when the VRAM (if known) or the loaded-models count allows it. Else the
-        cheapest victims go first (Ollama picks idle ones first, too): a busy victim
-        delays the load until it drains (about one service time) and a victim used
-        within ``recent_s`` must be reloaded by someone (``evict_weight`` x its load).
+        A load fits while both the loaded-models count (``max_loaded_models``) and,
+        when known, the VRAM allow it; a model takes ``memory_factor`` x its size on
+        disk (weights plus the KV cache of its parallel slots). Ollama unloads idle
+        runners first, the one expiring soonest first, then busy ones.
         """
         vram = b.vram_bytes
         sizes = b.model_bytes
         default = self.default_model_bytes
-        count = 0
+        marks = self._leaving.get(b.name)
+        resident: list[tuple[bool, float, str]] = []
         used = 0.0
         for m, until in b.loaded.items():
-            if until > now and m != model:
-                count += 1
-                if vram is not None:
-                    used += sizes.get(m) or default
+            if until > now and m != model and not (marks and m in marks):
+                resident.append((bool(b.in_flight_by_model.get(m)), until, m))
+                used += sizes.get(m) or default
         loading = self._loading.get(b.name)
-        if loading:
+        if loading:  # loads we started count as resident (they will be), and busy
             for m, ready in loading.items():
                 if ready > now and m != model and m not in b.loaded:
-                    count += 1
+                    resident.append((True, math.inf, m))
                     used += sizes.get(m) or default
-        if vram is not None:
-            excess = used + (sizes.get(model) or default) - vram
-        else:
-            excess = float(count + 1 - self.max_loaded_models)
-        if excess <= 0:
-            return 0.0
-        resident = [m for m, until in b.loaded.items() if until > now and m != model]
-        victims = sorted((self._victim_cost(b, m, now), m) for m in resident)
-        total = 0.0
-        for cost, m in victims:
-            if excess <= 0:
+        over_count = len(resident) + 1 - self.max_loaded_models
+        factor = self.memory_factor
+        over_bytes = (
+            (used + (sizes.get(model) or default)) * factor - vram if vram is not None else 0.0
+        )
+        if over_count <= 0 and over_bytes <= 0:
+            return []
+        resident.sort()
+        out: list[str] = []
+        for _, _, m in resident:
+            if over_count <= 0 and over_bytes <= 0:
                 break
-            total += cost
-            excess -= (sizes.get(m) or default) if vram is not None else 1.0
-        return total
+            out.append(m)
+            over_count -= 1
+            over_bytes -= (sizes.get(m) or default) * factor
+        return out
+
+    def eviction(self, b: BackendState, model: str, now: float) -> float:
+        """Seconds charged for the models that loading ``model`` on ``b`` pushes out."""
+        return sum(self._victim_cost(b, m, now) for m in self.victims(b, model, now))
 
     def _victim_cost(self, b: BackendState, model: str, now: float) -> float:
+        """What unloading ``model`` from ``b`` costs.
+
+        Busy: Ollama lets it drain first, so our load waits about a service time.
+        Used within ``recent_s``: its next request must load it again, a full load
+        when ``b`` holds its only resident copy we know of, else ``evict_weight`` of
+        one (the other copies take the demand). Idle and unused lately: nothing.
+        """
         st = self.stats.get(b.name, model)
-        reload = self.evict_weight * self.load_time(b, model, st)
+        cost = 0.0
         if b.in_flight_by_model.get(model):
-            # Ollama lets a busy runner drain before unloading it; our load waits.
-            service = st.service if st is not None and st.service else self.default_service_s
-            return service + reload
-        if st is not None and now - st.last_ok < self.recent_s:
-            return reload
-        return 0.0
+            cost = st.service if st is not None and st.service else self.default_service_s
+        elif st is None or now - st.last_ok >= self.recent_s:
+            return 0.0
+        share = 1.0
+        for other in self.fleet.values():
+            if other is not b and other.loaded.get(model, -1.0) > now:
+                share = self.evict_weight
+                break
+        return cost + share * self.load_time(b, model, st)
