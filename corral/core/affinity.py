@@ -194,25 +194,32 @@ class Affinity:
         self, candidates: Sequence[BackendState], info: RequestInfo
     ) -> tuple[BackendState, str] | None:
         """The affine backend with a free slot and its reason, or None."""
+        hit = self.choose(candidates, info)
+        return None if hit is None else (hit[0], hit[1])
+
+    def choose(
+        self, candidates: Sequence[BackendState], info: RequestInfo
+    ) -> tuple[BackendState, str, int] | None:
+        """As :meth:`prefer`, plus how many leading prompt blocks it holds (0: a session)."""
         model = info.model
         if self.session_on and info.session is not None:
             hit = self._session_pick(info.session, candidates, model)
             if hit is not None:
-                return hit, "session"
+                return hit, "session", 0
         if self.prefix_on and info.prefix:
             eligible = {b.name: b for b in candidates if b.prefix_cache and b.has_slot(model)}
             depth, holders = self.prefixes.match(model, info.prefix, eligible)
-            if depth >= self.min_prefix_blocks and holders:
+            # A prefix every candidate holds (a shared system prompt) tells nothing.
+            if depth >= self.min_prefix_blocks and 0 < len(holders) < max(len(eligible), 2):
                 best = min(holders, key=load_of)
                 if not self._overloaded(best, candidates, model):
-                    total = len(info.prefix)
-                    return best, f"prefix {depth}/{total} blocks"
+                    return best, f"prefix {depth}/{len(info.prefix)} blocks", depth
         if self.session_on and info.session is None:
             key = self._conversation_key(info)
             if key is not None:
                 hit = self._session_pick(key, candidates, model)
                 if hit is not None:
-                    return hit, "conversation"
+                    return hit, "conversation", 0
         return None
 
     def _session_pick(

@@ -7,8 +7,8 @@ is estimated from what the gateway knows and learns:
 * **wait** for a slot when none is free: a slot frees about every ``service`` /
   (busy + 1) seconds (the first of n residual service times), and requests this
   policy already told to wait for the same backend are ahead in line;
-* **prefill**: prompt tokens / the learned prefill rate, stretched by how busy the
-  node is (parallel slots share one GPU);
+* **prefill**: prompt tokens / ``prefill_tps``, stretched by how busy the node is
+  (parallel slots share one GPU), less the blocks an affine backend has cached;
 * **load** when the model is not resident (``/api/ps``, the vLLM model list, or a
   request of ours that ended well since the last probe): the EWMA of the
   ``load_duration`` the backend reported, else ``load_base_s + size /
@@ -21,33 +21,34 @@ is estimated from what the gateway knows and learns:
   when another node has it too (see :mod:`corral.core.loadcost`);
 * **engine queue** (vLLM, from its metrics): requests waiting in the engine and KV
   cache use above ``kv_high`` (preemptions ahead);
-* **failures**: a request fails with probability 1 - success (EWMA, recovering
-  while there is no news) and is then retried elsewhere after about
-  ``failure_cost_s``: est / s + (1 - s) / s x failure_cost_s.
+* **failures**: a request fails with probability 1 - s (s: the success EWMA,
+  recovering while there is no news) and is retried elsewhere; failures show
+  early (refused, 503, cut), so each try costs about ``failure_cost_s``, not a
+  whole estimate: est + (1 - s) / s x failure_cost_s.
 
 The minimum wins, busy candidates included: returning a busy backend means "wait
 for it" (the scheduler keeps the request queued). One rule is absolute: a free
 node that must load the model is never chosen while a free node has it resident.
-Prefix/session affinity (:mod:`corral.core.affinity`) is honoured while the affine
-backend's estimate is within ``affinity_slack_s`` of the best.
+Prefix/session affinity (:mod:`corral.core.affinity`, bounded by load) is honoured
+while the affine backend's estimate, less the prefill of its cached blocks, is
+within ``affinity_slack_s`` of the best.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from corral.core.affinity import Affinity
 from corral.core.loadcost import LoadCost
 from corral.core.policy_base import Hooks, ModelStats, RouteStats, one_line
 from corral.core.scoring import recovered_success
 from corral.core.types import BackendState, Outcome, RequestInfo
+from corral.core.waitline import WaitLine
 
 __all__ = ["CorralPolicy"]
 
 _PREFILL_OVERHEAD_S = 0.02  # tokenisation, scheduling, first decode step
-_WAITER_TTL_S = 300.0  # forget "told to wait" marks of requests that never came back
 
 
 class CorralPolicy(Hooks):
@@ -68,13 +69,13 @@ class CorralPolicy(Hooks):
         contention: float = 1.0,
         evict_weight: float = 0.5,
         recent_s: float = 120.0,
-        failure_cost_s: float = 1.0,
-        recovery_s: float = 60.0,
+        failure_cost_s: float = 2.0,
+        recovery_s: float = 30.0,
         kv_high: float = 0.8,
         kv_weight_s: float = 2.0,
         engine_waiting_s: float = 0.1,
         warm_ttl_s: float = 240.0,
-        affinity_slack_s: float = 0.5,
+        affinity_slack_s: float = 0.2,
         ewma_alpha: float = 0.3,
         prefix_affinity: bool = True,
         session_affinity: bool = True,
@@ -85,15 +86,9 @@ class CorralPolicy(Hooks):
         session_prefix_blocks: int = 4,
         max_sessions: int = 100_000,
     ) -> None:
-        positive = {
-            "load_bytes_per_s": load_bytes_per_s,
-            "default_service_s": default_service_s,
-            "prefill_tps": prefill_tps,
-            "recovery_s": recovery_s,
-        }
-        for key, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{key} must be > 0, not {value}")
+        for key in ("load_bytes_per_s", "default_service_s", "prefill_tps", "recovery_s"):
+            if not locals()[key] > 0:
+                raise ValueError(f"{key} must be > 0, not {locals()[key]}")
         if not 0.0 <= kv_high < 1.0 or max_loaded_models < 1:
             raise ValueError("kv_high must be in [0, 1) and max_loaded_models >= 1")
         self.default_service_s = default_service_s
@@ -130,12 +125,7 @@ class CorralPolicy(Hooks):
             default_service_s=default_service_s,
             memory_factor=memory_factor,
         )
-        # Requests told to wait for a busy backend, oldest first: backend -> key -> at.
-        self._waiters: dict[str, OrderedDict[object, float]] = {}
-        self._waiting_for: dict[object, str] = {}
-        # How many requests wait for a model (the scheduler's queue), when wired.
-        self.queue_depth: Callable[[str], int] | None = None
-        self._line_share = 0.0
+        self.line = WaitLine()  # who waits for which busy backend; the queue's depth
 
     # -- the decision -------------------------------------------------------------
 
@@ -146,7 +136,7 @@ class CorralPolicy(Hooks):
         stats_of = self.stats.by_backend.get
         use_affinity = self.affinity is not None and (bool(info.prefix) or info.session is not None)
         key: object = info.request_id or id(info)
-        self._line_share = self._line_per_slot(candidates, model, now)
+        self.line.measure(candidates, model, now)
         best: BackendState | None = None
         best_est = second_est = math.inf
         second: BackendState | None = None
@@ -156,7 +146,7 @@ class CorralPolicy(Hooks):
         cold: list[tuple[BackendState, ModelStats | None, bool]] = []
         leaving = self.loads.leaving if self.loads.any_leaving else None
         tokens = info.prompt_tokens
-        default_tps = self.prefill_tps
+        tps = self.prefill_tps
         contention = self.contention
         for b in candidates:
             models = stats_of(b.name)
@@ -176,7 +166,6 @@ class CorralPolicy(Hooks):
             if free and b.signals is None and (st is None or st.success >= 1.0):
                 # The common case, inlined (hundreds of candidates per decision): only
                 # the prefill term of _estimate applies.
-                tps = default_tps if st is None or st.prefill_tps is None else st.prefill_tps
                 est = (_PREFILL_OVERHEAD_S + tokens / tps) * (
                     1.0 + contention * b.in_flight / b.max_concurrency
                 )
@@ -211,10 +200,13 @@ class CorralPolicy(Hooks):
         chosen, chosen_est, why = best, best_est, ""
         if use_affinity:
             assert self.affinity is not None
-            hit = self.affinity.prefer(candidates, info)
+            hit = self.affinity.choose(candidates, info)
             if hit is not None and hit[0] is not best:
-                pref, what = hit
-                pref_est = ests.get(pref.name, math.inf)
+                pref, what, depth = hit
+                # Its cached blocks need no prefill: price that, plus a little slack
+                # so a conversation does not hop for a hair's difference.
+                saved = self._prefill(pref, tokens * depth / len(info.prefix)) if depth else 0.0
+                pref_est = ests.get(pref.name, math.inf) - saved
                 if pref_est <= best_est + self.affinity_slack_s:
                     chosen, chosen_est, why = pref, pref_est, what
             elif hit is not None:
@@ -228,25 +220,17 @@ class CorralPolicy(Hooks):
         if chosen is not best:
             second, second_est = best, best_est
         if not chosen.has_slot(model):
-            self._mark_waiting(chosen.name, key, now)
+            self.line.mark(chosen.name, key, now)
         return chosen, self._reason(chosen, chosen_est, second, second_est, why, info, now, key)
 
-    def _line_per_slot(self, candidates: Sequence[BackendState], model: str, now: float) -> float:
-        """Requests queued for ``model`` per slot of its resident copies.
+    def _prefill(self, b: BackendState, tokens: float) -> float:
+        """Seconds to prefill ``tokens`` on ``b``, its busy slots sharing the GPU.
 
-        Only the head of the line is offered to the policy, so the requests
-        behind it are counted from the queue (``queue_depth``, when wired): a long
-        line makes waiting for a busy copy dear and loading another copy pay.
+        One configured rate (``prefill_tps``): a rate learned from observed TTFTs
+        would reward the backends with prefix-cache hits and queue behind them.
         """
-        depth = self.queue_depth
-        line = depth(model) - 1 if depth is not None else 0
-        if line <= 0:
-            return 0.0
-        slots = 0
-        for b in candidates:
-            if b.loaded.get(model, -1.0) > now or b.kind == "openai":
-                slots += min(b.max_per_model or b.max_concurrency, b.max_concurrency)
-        return line / max(slots, 1)
+        busy = 1.0 + self.contention * b.in_flight / b.max_concurrency
+        return tokens / self.prefill_tps * busy
 
     def _resident(self, b: BackendState, model: str, now: float, st: ModelStats | None) -> bool:
         """Is ``model`` in memory on ``b`` (or will be, by the time a slot is ours)?"""
@@ -287,29 +271,20 @@ class CorralPolicy(Hooks):
         """
         model = info.model
         service = self.default_service_s
-        tps = self.prefill_tps
         ok = 1.0
         if st is not None:
             if st.service is not None:
                 service = max(st.service, 1e-3)
-            if st.prefill_tps is not None:
-                tps = st.prefill_tps
             if st.success < 1.0:
                 ok = max(recovered_success(st, now, self.recovery_s), 0.05)
         est = 0.0
         if not free:
             by_model = b.in_flight_by_model.get(model, 0)
             busy = b.in_flight if b.in_flight >= b.max_concurrency else by_model
-            waiters = self._waiters.get(b.name)
-            ahead = 0.0 if waiters is None else len(waiters) - (key in waiters)
-            if self._line_share:
-                slots = min(b.max_per_model or b.max_concurrency, b.max_concurrency)
-                ahead = max(ahead, self._line_share * slots)
-            est = service * (ahead + 1) / (busy + 1)
+            est = service * (self.line.ahead(b, key) + 1) / (busy + 1)
             if parts is not None:
                 parts.append(f"wait {est:.1f}s")
-        prefill = _PREFILL_OVERHEAD_S + info.prompt_tokens / tps
-        est += prefill * (1.0 + self.contention * b.in_flight / b.max_concurrency)
+        est += self._prefill(b, _PREFILL_OVERHEAD_S * self.prefill_tps + info.prompt_tokens)
         may_evict = False
         if resident:
             if parts is not None:
@@ -333,24 +308,19 @@ class CorralPolicy(Hooks):
             if parts is not None:
                 parts.append(f"kv {sig.kv_cache_usage:.2f}, {sig.waiting:g} waiting")
         retry = (1.0 - ok) / ok * self.failure_cost_s
-        if may_evict and est / ok + retry < cutoff:
+        if may_evict and est + retry < cutoff:
             evict = self.loads.eviction(b, model, now)
             est += evict
             if parts is not None and evict:
                 parts.append(f"evict {evict:.1f}s")
         if parts is not None and ok < 0.995:
             parts.append(f"ok {ok:.2f}")
-        return est / ok + retry
+        return est + retry
 
     # -- hooks --------------------------------------------------------------------
 
     def on_dispatch(self, backend: BackendState, info: RequestInfo, now: float) -> None:
-        key: object = info.request_id or id(info)
-        target = self._waiting_for.pop(key, None)
-        if target is not None:
-            waiters = self._waiters.get(target)
-            if waiters is not None:
-                waiters.pop(key, None)
+        self.line.dispatched(info.request_id or id(info))
         model = info.model
         self.loads.fleet[backend.name] = backend
         # in_flight_by_model already counts this request: more than one means others
@@ -381,26 +351,9 @@ class CorralPolicy(Hooks):
     def on_backend_removed(self, name: str) -> None:
         self.stats.forget(name)
         self.loads.forget(name)
-        for key in self._waiters.pop(name, {}):
-            self._waiting_for.pop(key, None)
+        self.line.forget(name)
         if self.affinity is not None:
             self.affinity.forget(name)
-
-    def _mark_waiting(self, backend: str, key: object, now: float) -> None:
-        old = self._waiting_for.get(key)
-        if old == backend:
-            return
-        if old is not None:
-            self._waiters[old].pop(key, None)
-        self._waiting_for[key] = backend
-        waiters = self._waiters.setdefault(backend, OrderedDict())
-        waiters[key] = now
-        while waiters:  # drop marks of requests that expired or were cancelled
-            k, at = next(iter(waiters.items()))
-            if now - at < _WAITER_TTL_S:
-                break
-            del waiters[k]
-            self._waiting_for.pop(k, None)
 
     def _reason(
         self,

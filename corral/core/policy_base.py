@@ -91,7 +91,6 @@ class ModelStats:
     __slots__ = (
         "last_ok",
         "load",
-        "prefill_tps",
         "service",
         "success",
         "success_at",
@@ -106,7 +105,6 @@ class ModelStats:
         self.warm_ttft: float | None = None  # without the load the backend reported
         self.service: float | None = None  # dispatch to end
         self.load: float | None = None  # reported load times that were real loads
-        self.prefill_tps: float | None = None  # prompt tokens per second before 1st token
         self.success = 1.0
         self.success_at = -math.inf
         self.last_ok = -math.inf  # when a request last ended well (model surely resident)
@@ -163,9 +161,6 @@ class RouteStats:
             s.ttft_at = now
             warm = max(0.0, ttft - (load or 0.0))
             s.warm_ttft = _ewma(s.warm_ttft, warm, a)
-            # Short prompts say more about fixed overhead than about prefill speed.
-            if outcome.prompt_tokens >= 64 and warm > 1e-3:
-                s.prefill_tps = _ewma(s.prefill_tps, outcome.prompt_tokens / warm, a)
         return s
 
 

@@ -144,3 +144,27 @@ def test_forgetting_a_backend_drops_its_sessions_and_prefixes() -> None:
     assert aff.prefer([a, b], req(1, SYSTEM, session="s")) == (a, "session")
     aff.forget("a")
     assert aff.prefer([a, b], req(1, SYSTEM, session="s")) is None
+
+
+def test_a_prefix_every_candidate_holds_is_no_reason_to_prefer_one() -> None:
+    aff = Affinity(session_affinity=False)
+    a, b = vllm("a"), vllm("b")
+    aff.record(a, req(0, SYSTEM))
+    aff.record(b, req(1, SYSTEM))
+    assert aff.prefer([a, b], req(2, (*SYSTEM, 5))) is None
+    aff.record(a, req(3, (*SYSTEM, 5)))
+    assert aff.prefer([a, b], req(4, (*SYSTEM, 5, 6))) == (a, "prefix 11/12 blocks")
+
+
+def test_corral_prices_the_prefill_a_prefix_hit_saves() -> None:
+    p = CorralPolicy(session_affinity=False)
+    a, b = vllm("a"), vllm("b")
+    long_prompt = (*SYSTEM, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    p.on_dispatch(a, req(0, long_prompt), 0.0)
+    a.in_flight = 2  # busier, but holds 19 of the 20 blocks of an 8k-token prompt
+    info = RequestInfo(
+        M, "/v1/chat/completions", request_id="r1", prompt_tokens=8000, prefix=(*long_prompt, 10)
+    )
+    chosen, reason = p.select([a, b], info, 1.0)
+    assert chosen is a
+    assert reason.startswith("corral: prefix 19/20 blocks on a")

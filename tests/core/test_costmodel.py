@@ -202,3 +202,30 @@ def test_reason_is_header_safe_and_names_the_runner_up_cost() -> None:
     assert chosen is a
     assert reason.isascii() and "\n" not in reason and len(reason) < 160
     assert reason == "corral: est ttft 0.02s (loaded, 0/4 busy) vs next 9.02s (load 9.0s)"
+
+
+def test_a_model_a_load_pushes_out_is_not_sent_more_work_until_a_probe_says_so() -> None:
+    p = CorralPolicy()
+    full = node("full", loaded=False, size=GB)
+    for other in ("x:latest", "y:latest", "z:latest"):
+        full.loaded[other] = INF
+        full.model_bytes[other] = GB
+    full.in_flight = full.in_flight_by_model["x:latest"] = 1
+    full.in_flight += 1
+    full.in_flight_by_model[M] = 1
+    p.on_dispatch(full, req(), 0.0)  # loading m pushes out y (idle, first by name)
+    y = "y:latest"
+    _, reason = p.select([full], req(1, model=y), 1.0)
+    assert "load" in reason and "loaded" not in reason
+    assert "loaded" in p.select([full], req(2, model="z:latest"), 1.0)[1]
+    full.last_check_at = 60.0  # a probe after the load: y is still listed, so it stayed
+    assert "loaded" in p.select([full], req(3, model=y), 61.0)[1]
+
+
+def test_a_long_queue_for_the_model_makes_loading_another_copy_pay() -> None:
+    p = CorralPolicy()
+    warm, cold = node("warm", slots=1, busy=1), node("cold", loaded=False, size=GB)
+    assert p.select([warm, cold], req(1), 0.0)[0] is warm  # alone in line: wait ~2 s
+    p.line.queue_depth = lambda model: 10  # nine more behind this one
+    chosen, reason = p.select([warm, cold], req(1), 0.0)
+    assert chosen is cold and "load 3.0s" in reason
