@@ -238,13 +238,18 @@ class Affinity:
     def _overloaded(self, b: BackendState, candidates: Sequence[BackendState], model: str) -> bool:
         """SGLang's balance test: too far above the least-loaded free candidate."""
         mine = load_of(b)
-        least = mine
+        limit = self.abs_threshold
+        if mine <= limit:
+            return False  # cannot be more than the limit above anyone
+        rel = self.rel_threshold
         for c in candidates:
-            if c is not b and c.has_slot(model):
-                load = load_of(c)
-                if load < least:
-                    least = load
-        return mine - least > self.abs_threshold and mine > self.rel_threshold * least
+            if c.in_flight >= c.max_concurrency or c is b:
+                continue
+            sig = c.signals
+            load = c.in_flight + (sig.waiting if sig is not None else 0.0)
+            if mine - load > limit and mine > rel * load and c.has_slot(model):
+                return True
+        return False
 
     def record(self, backend: BackendState, info: RequestInfo) -> None:
         if self.prefix_on and backend.prefix_cache and info.prefix:
