@@ -13,11 +13,17 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def cli_options() -> list[tuple[str, str]]:
     cli._register_sim()
+    if "bench" not in {g.name for g in cli.app.registered_groups}:
+        cli._register_bench()
     group = typer.main.get_command(cli.app)
-    found = []
+    found: list[tuple[str, str]] = []
     # Typer bundles its own click, so look at the objects' shape, not their classes.
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
+    todo = [(name, command) for name, command in group.commands.items()]  # type: ignore[attr-defined]
+    while todo:
+        name, command = todo.pop()
         found.append((name, ""))
+        for sub, subcommand in getattr(command, "commands", {}).items():
+            todo.append((f"{name} {sub}", subcommand))
         for param in command.params:
             found.extend((name, opt) for opt in getattr(param, "opts", ()) if opt.startswith("--"))
     return found
@@ -25,7 +31,7 @@ def cli_options() -> list[tuple[str, str]]:
 
 def test_the_cli_has_serve_and_sim() -> None:
     names = {name for name, _ in cli_options()}
-    assert {"serve", "sim", "version"} <= names
+    assert {"serve", "sim", "version", "bench", "bench fleet"} <= names
 
 
 def test_every_cli_command_and_option_is_documented() -> None:

@@ -91,9 +91,16 @@ def _register_sim() -> None:
     )(sim)
 
 
+def _register_bench() -> None:
+    from corral.fleetbench.cli import app as bench
+
+    app.add_typer(bench, name="bench")
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _register_sim()
+    _register_bench()
     app()

@@ -14,7 +14,7 @@ from corral.config import Settings
 from corral.core.breakers import BreakerBoard, BreakerConfig
 from corral.core.models import ModelMap
 from corral.core.policies import Policy, make_policy
-from corral.core.retry import Backoff, RetryBudget
+from corral.core.retry import Backoff, RetryBudget, RetryPolicy
 from corral.core.usage import UsageRecord
 
 __all__ = ["Gateway"]
@@ -95,8 +95,11 @@ class Gateway:
             state.vram_bytes = int(b.vram_gb * 1e9) if b.vram_gb is not None else None
         self.fleet.scheduler.keep_alive_s = settings.routing.keep_alive_s
         # Retries stay a small share of requests, so they never amplify an outage.
-        self.retry_budget = RetryBudget()
-        self.backoff = Backoff(settings.retry.backoff_s, settings.retry.backoff_max_s)
+        self.retry_policy = RetryPolicy(
+            settings.retry.attempts,
+            budget=RetryBudget(settings.retry.budget_ratio),
+            backoff=Backoff(settings.retry.backoff_s, settings.retry.backoff_max_s),
+        )
         self.started_at = time.time()
         self.open_streams = 0
         # Finished requests, newest last. The accounting store (a later stage) drains

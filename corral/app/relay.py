@@ -32,7 +32,13 @@ from corral.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from corral.core.retry import NO_RESPONSE, classify, is_model_missing, retry_after_s
+from corral.core.retry import (
+    NO_RESPONSE,
+    Verdict,
+    classify,
+    is_model_missing,
+    retry_after_s,
+)
 from corral.core.scheduler import Ticket
 from corral.core.types import Outcome, RequestInfo, RouteDecision
 
@@ -74,11 +80,18 @@ class _Retry(Exception):
     """This attempt failed before the client saw anything; try another backend."""
 
     def __init__(
-        self, error: CorralError, *, forget_model: bool = False, status: int = NO_RESPONSE
+        self,
+        error: CorralError,
+        *,
+        forget_model: bool = False,
+        status: int = NO_RESPONSE,
+        gone: bool = False,
     ) -> None:
         self.error = error
         self.forget_model = forget_model
         self.status = status  # what the backend answered; NO_RESPONSE when nothing came
+        # Refused or dropped the connection: the backend is down, the work was lost.
+        self.gone = gone
 
 
 async def relay(ctx: RequestContext) -> None:
@@ -98,8 +111,9 @@ async def relay(ctx: RequestContext) -> None:
         )
     ctx.schema = schema_for(ctx)
     loop = asyncio.get_running_loop()
-    budget = gw.retry_budget
-    budget.on_request(loop.time())
+    retries = gw.retry_policy
+    retries.on_request(loop.time())
+    gone = False
     while attempt < retry.attempts:
         try:
             ticket, decision = await _bind(ctx, info, tried, attempt + 1)
@@ -143,6 +157,7 @@ async def relay(ctx: RequestContext) -> None:
             continue
         except _Retry as exc:
             last_error = exc.error
+            gone = exc.gone or exc.forget_model
             tried = tried | {decision.backend}
             outcome = Outcome(
                 ok=False,
@@ -169,14 +184,16 @@ async def relay(ctx: RequestContext) -> None:
             if ticket is not None:
                 fleet.release(ticket, outcome)
         if attempt < retry.attempts:
-            if not budget.try_spend(loop.time()):
-                log.warning(
-                    "request %s: retry budget spent (%s); not retrying",
-                    ctx.request_id,
-                    f"{budget.ratio:.0%} of requests",
-                )
+            again = retries.decide(
+                Verdict(True, last_error.message if last_error else "failed"),
+                attempt,
+                loop.time(),
+                backend_gone=gone,
+            )
+            if not again.retry:
+                log.warning("request %s: %s", ctx.request_id, again.reason)
                 break
-            await asyncio.sleep(gw.backoff.delay(attempt))
+            await asyncio.sleep(again.delay_s)
     assert last_error is not None
     raise last_error
 
@@ -262,7 +279,9 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
         except UpstreamConnectError as exc:
             if exc.backend_down:
                 gw.fleet.report_unreachable(decision.backend, str(exc))
-            raise _Retry(UpstreamError(f"backend {decision.backend} unreachable: {exc}")) from None
+            raise _Retry(
+                UpstreamError(f"backend {decision.backend} unreachable: {exc}"), gone=True
+            ) from None
         if resp.status != 200:
             await _upstream_failed(ctx, decision, resp, plan)
         elif plan.mode == "ollama-pass":
@@ -292,7 +311,10 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
                 ctx, f"backend {decision.backend} failed mid-stream: {exc}"
             )
             return
-        raise _Retry(UpstreamError(f"backend {decision.backend} failed: {exc}")) from None
+        dropped = isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError)
+        raise _Retry(
+            UpstreamError(f"backend {decision.backend} failed: {exc}"), gone=dropped
+        ) from None
     finally:
         watchdog.stop()
         if resp is not None:

@@ -316,6 +316,12 @@ class RetryConfig(_Section):
     attempts: int = Field(default=3, ge=1, description="Total tries, the first one included.")
     backoff_s: Seconds = Field(default=0.05, description="Pause before the first retry; doubles.")
     backoff_max_s: Seconds = Field(default=1.0, description="Upper bound for the pause.")
+    budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        description="Retries allowed per request over 10 s (plus 3), so retries never "
+        "amplify an outage; retries away from a dead backend are free.",
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Self:

@@ -10,9 +10,10 @@ the smallest backlogged counter, so idling banks no credit, and an idle cluster 
 anyone burst (work-conserving).
 
 Priority classes sit above the counters: a request's class is its ``priority`` plus
-one step for every ``aging_s`` seconds it has waited, so a low class is never
-starved. Requests are queued per (tenant, model), so a model with no free backend
-never blocks another model's requests (no head-of-line blocking).
+one step for every ``aging_s`` seconds it has waited, up to the highest class
+waiting, so a low class is never starved (and aging never reorders one class).
+Requests are queued per (tenant, model), so a model with no free backend never
+blocks another model's requests (no head-of-line blocking).
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ class FairQueue:
 
     # -- queueing ---------------------------------------------------------------
 
-    def push(self, ticket: Ticket) -> None:
+    def push(self, ticket: Ticket, *, front: bool = False) -> None:
+        """Queue a ticket at the back of its (tenant, model) queue, or at the front
+        (a retry: it already waited its turn once)."""
         if self._waiting >= self.max_waiting:
             raise QueueFull(
                 f"the gateway queue is full ({self.max_waiting} waiting); try again shortly",
@@ -138,7 +141,11 @@ class FairQueue:
             floor = min(backlogged) if backlogged else self._last_counter
             t.counter = max(t.counter, floor)
         model = ticket.info.model
-        t.queues.setdefault(model, deque()).append(ticket)
+        q = t.queues.setdefault(model, deque())
+        if front:
+            q.appendleft(ticket)
+        else:
+            q.append(ticket)
         t.waiting += 1
         self._waiting += 1
         self._by_model[model] = self._by_model.get(model, 0) + 1
@@ -180,17 +187,20 @@ class FairQueue:
 
         Best = highest aged priority class, then smallest tenant counter, then oldest.
         """
-        keyed: list[tuple[float, float, int, Ticket]] = []
+        heads = [(t, q[0]) for t in self._tenants.values() if t.waiting for q in t.queues.values()]
+        if not heads:
+            return []
+        # Aging lifts a waiting request towards the highest class waiting, never past
+        # it: once level, the token counters decide, so an old request of a heavy
+        # tenant cannot jump its own class and starve lighter tenants.
+        top = max(head.info.priority for _, head in heads)
         aging = self.aging_s
-        for t in self._tenants.values():
-            if not t.waiting:
-                continue
-            for q in t.queues.values():
-                head = q[0]
-                klass = head.info.priority
-                if aging > 0:
-                    klass += int((now - head.enqueued_at) // aging)
-                keyed.append((-klass, t.counter, head.seq, head))
+        keyed: list[tuple[float, float, int, Ticket]] = []
+        for t, head in heads:
+            klass = head.info.priority
+            if klass < top and aging > 0:
+                klass = min(top, klass + int((now - head.enqueued_at) // aging))
+            keyed.append((-klass, t.counter, head.seq, head))
         keyed.sort(key=lambda k: k[:3])
         return [k[3] for k in keyed]
 

@@ -297,11 +297,21 @@ class RetryPolicy:
         self.budget.on_request(now)
 
     def decide(
-        self, verdict: Verdict, attempt: int, now: float, *, streamed: bool = False
+        self,
+        verdict: Verdict,
+        attempt: int,
+        now: float,
+        *,
+        streamed: bool = False,
+        backend_gone: bool = False,
     ) -> RetryDecision:
         """Attempt number ``attempt`` (1-based) failed with ``verdict``: go again?
 
         ``streamed`` means bytes already reached the client; a retry would repeat them.
+        ``backend_gone`` means the backend refused the connection or dropped it (it is
+        down or crashed): the work was lost, not done twice, so a retry elsewhere adds
+        no load and spends no budget. The budget is for failures that may come from
+        overload (busy, 5xx, timeouts), where retries would feed the fire.
         """
         if streamed:
             return RetryDecision(
@@ -315,7 +325,7 @@ class RetryPolicy:
                 0.0,
                 f"no retry: {attempt}/{self.max_attempts} attempts used ({verdict.reason})",
             )
-        if not self.budget.try_spend(now):
+        if not backend_gone and not self.budget.try_spend(now):
             requests, retries = self.budget.usage(now)
             return RetryDecision(
                 False,

@@ -254,13 +254,15 @@ class Scheduler:
         """
         self._seq += 1
         ticket = Ticket(info, exclude, now, now + timeout, attempt, token, seq=self._seq)
-        # Fast path: nothing waits for this model, so binding now jumps nobody.
-        if not self.paused and not self.queue.waiting_for(info.model):
+        # Fast path: nothing waits for this model, so binding now jumps nobody. A retry
+        # already waited its turn once: it goes first, at the front of its queue.
+        retry = attempt > 1
+        if not self.paused and (retry or not self.queue.waiting_for(info.model)):
             if self._try_bind(ticket, now):
                 return ticket
         else:
             self._candidates(info, exclude, now)  # fail fast when it can never run
-        self.queue.push(ticket)
+        self.queue.push(ticket, front=retry)
         return ticket
 
     def cancel(self, ticket: Ticket) -> None:

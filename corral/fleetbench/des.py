@@ -92,10 +92,10 @@ class _Retries:
             self.policy.on_request(now)
 
     def decide(
-        self, verdict: Verdict, attempt: int, now: float, *, streamed: bool
+        self, verdict: Verdict, attempt: int, now: float, *, streamed: bool, gone: bool
     ) -> RetryDecision:
         if self.policy is not None:
-            return self.policy.decide(verdict, attempt, now, streamed=streamed)
+            return self.policy.decide(verdict, attempt, now, streamed=streamed, backend_gone=gone)
         if streamed or not verdict.transient or attempt >= self.attempts:
             return RetryDecision(False, 0.0, verdict.reason)
         return RetryDecision(True, self.backoff.delay(attempt), verdict.reason)
@@ -345,7 +345,9 @@ class Simulation:
         self._bound.extend(self.sched.release(ticket, outcome, now))
         req.failures += 1
         req.tried = req.tried | {backend}
-        decision = self.retry.decide(verdict, req.attempt, now, streamed=streamed)
+        decision = self.retry.decide(
+            verdict, req.attempt, now, streamed=streamed, gone=kind in ("connect", "reset")
+        )
         if decision.retry:
             self.counts["retries"] += 1
             self._push(now + decision.delay_s, _RETRY, req)

@@ -291,3 +291,42 @@ def test_round_robin_rotates_per_model() -> None:
 def test_unknown_policy_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown routing policy"):
         make_policy("fastest")
+
+
+def test_aging_never_lets_an_old_request_jump_its_own_class() -> None:
+    """A flooding tenant's old backlog must not beat a light tenant's fair share."""
+    s = Scheduler(LeastConn(), max_waiting=1000, aging_s=10)
+    s.add_backend(BackendState("a", "u", max_concurrency=1, healthy=True))
+    s.set_models("a", {"m:latest"})
+    current = [s.submit(info(tenant="flood", prompt_tokens=100), 0, 1e9)]
+    for _ in range(50):
+        s.submit(info(tenant="flood", prompt_tokens=100), 0, 1e9)
+    # Much later the flood's heads are old; a light tenant arrives.
+    light = s.submit(info(tenant="light", prompt_tokens=100), 100, 1e9)
+    served = []
+    for i in range(3):
+        current = s.release(current[0], Outcome(ok=True, prompt_tokens=100), 101 + i)
+        served.append(current[0].info.tenant)
+    # Equal counters at first (the light tenant starts level, VTC's lift), then the
+    # light tenant's smaller counter wins: it is served within two turns, not after
+    # the whole flood.
+    assert "light" in served[:2] and light.decision is not None
+
+
+def test_a_retry_goes_to_the_front_of_its_queue() -> None:
+    s = fleet(("a", 1, {"m:latest"}), ("b", 1, {"m:latest"}))
+    first = s.submit(info(), 0, 5)
+    second = s.submit(info(), 0, 5)
+    waiting = s.submit(info(), 1, 5)
+    assert waiting.decision is None
+    # "first" failed on its backend: its retry (attempt 2, that backend excluded)
+    # waits ahead of the request that queued after it.
+    assert first.decision is not None
+    failed_on = first.decision.backend
+    s.release(first, Outcome(ok=False), 2)
+    assert waiting.decision is not None  # the freed slot went to the waiter...
+    retry = s.submit(info(), 2, 5, exclude=frozenset({failed_on}), attempt=2)
+    later = s.submit(info(), 2.5, 5)
+    assert bound_to(second) != failed_on
+    assert s.release(second, OK, 3) == [retry]  # ...but the retry beats "later"
+    assert later.decision is None
