@@ -37,11 +37,16 @@ def fleet(
     ] = "multi-model",
     policy: Annotated[
         list[str] | None,
-        typer.Option("--policy", "-p", help="Routing policy to compare; repeat for more (default: every registered policy)."),
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Routing policy to compare; repeat for more (default: every policy).",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
     requests: Annotated[
-        int | None, typer.Option("--requests", "-n", help="Number of arrivals (default: the scenario's).")
+        int | None,
+        typer.Option("--requests", "-n", help="Number of arrivals (default: the scenario's)."),
     ] = None,
     duration: Annotated[
         float | None, typer.Option(help="Keep only arrivals in the first this many seconds.")
