@@ -37,7 +37,7 @@ within ``affinity_slack_s`` of the best.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from corral.core.affinity import Affinity
 from corral.core.loadcost import LoadCost
@@ -280,7 +280,8 @@ class CorralPolicy(Hooks):
         est = 0.0
         if not free:
             by_model = b.in_flight_by_model.get(model, 0)
-            busy = b.in_flight if b.in_flight >= b.max_concurrency else by_model
+            cap = b.max_per_model  # the limit that binds says whose release frees a slot
+            busy = by_model if cap is not None and by_model >= cap else b.in_flight
             est = service * (self.line.ahead(b, key) + 1) / (busy + 1)
             if parts is not None:
                 parts.append(f"wait {est:.1f}s")
@@ -316,6 +317,10 @@ class CorralPolicy(Hooks):
         if parts is not None and ok < 0.995:
             parts.append(f"ok {ok:.2f}")
         return est + retry
+
+    def attach_queue(self, depth: Callable[[str], int]) -> None:
+        """Wire in the scheduler's ``queue.waiting_for`` (see :mod:`.waitline`)."""
+        self.line.queue_depth = depth
 
     # -- hooks --------------------------------------------------------------------
 

@@ -226,6 +226,6 @@ def test_a_long_queue_for_the_model_makes_loading_another_copy_pay() -> None:
     p = CorralPolicy()
     warm, cold = node("warm", slots=1, busy=1), node("cold", loaded=False, size=GB)
     assert p.select([warm, cold], req(1), 0.0)[0] is warm  # alone in line: wait ~2 s
-    p.line.queue_depth = lambda model: 10  # nine more behind this one
+    p.attach_queue(lambda model: 10)  # nine more behind this one
     chosen, reason = p.select([warm, cold], req(1), 0.0)
     assert chosen is cold and "load 3.0s" in reason
