@@ -43,7 +43,7 @@ def test_defaults_match_the_documented_values() -> None:
         "127.0.0.1",
         8088,
         [],
-        "least_conn",
+        "corral",
         "info",
     )
     assert (s.health.interval_s, s.health.timeout_s, s.health.models_refresh_s) == (5, 3, 30)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer.main
 
 from corral.app import cli
+from corral.core.policies import POLICIES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -50,3 +52,14 @@ def test_readme_quick_start_commands_exist() -> None:
     assert "scripts/test" in readme
     assert (DOCS.parent / "scripts" / "test").exists()
     assert "scripts/test" in (DOCS.parent / ".ci" / "run").read_text()
+
+
+def test_every_routing_policy_and_option_is_documented() -> None:
+    text = (DOCS / "scheduling.md").read_text()
+    missing = []
+    for name, factory in POLICIES.items():
+        if f"`{name}`" not in text:
+            missing.append(name)
+        params = inspect.signature(factory).parameters
+        missing.extend(f"{name}.{p}" for p in params if f"`{p}`" not in text)
+    assert not missing, f"undocumented in docs/scheduling.md: {missing}"

@@ -44,7 +44,11 @@ def serve(
         ),
     ] = None,
     policy: Annotated[
-        str | None, typer.Option(help="Routing policy: least_conn or round_robin.")
+        str | None,
+        typer.Option(
+            help="Routing policy: corral (default), least_conn, round_robin, weighted, p2c, "
+            "latency, score."
+        ),
     ] = None,
     demo: Annotated[
         bool,

@@ -23,6 +23,7 @@ from corral.config.base import Seconds, _Section
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.core.models import LogicalModel
 from corral.core.names import normalize_model
+from corral.core.policies import POLICIES, make_policy
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -42,7 +43,7 @@ __all__ = [
     "split_backend_spec",
 ]
 
-DEFAULT_POLICIES: tuple[str, ...] = ("least_conn", "round_robin")
+DEFAULT_POLICIES: tuple[str, ...] = tuple(sorted(POLICIES))
 """Policy names accepted when the caller does not pass its own registry's names."""
 
 BackendKind = Literal["ollama", "openai"]
@@ -419,7 +420,7 @@ class Settings(_Section):
     list_unmapped: bool = Field(
         default=True, description="Also list upstream models no logical model claims."
     )
-    policy: str = Field(default="least_conn", description="Name of the backend selection policy.")
+    policy: str = Field(default="corral", description="Name of the backend selection policy.")
     log_level: LogLevel = Field(default="info", description="Least severe log level written.")
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     timeouts: TimeoutsConfig = Field(default_factory=lambda: TimeoutsConfig())
@@ -458,6 +459,18 @@ class Settings(_Section):
                     f"groups[{i}].policy {group.policy!r} is unknown; known: "
                     f"{', '.join(sorted(known))}"
                 )
+        # Options are checked by building the policies once (core's own registry).
+        default = info.data.get("policy")
+        checks = [("options", default if isinstance(default, str) else "", routing.options)]
+        checks += [
+            (f"groups[{i}].options", g.policy, g.options) for i, g in enumerate(routing.groups)
+        ]
+        for where, name, options in checks:
+            if name in POLICIES:
+                try:
+                    make_policy(name, options)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
         return routing
 
     @field_validator("backends")

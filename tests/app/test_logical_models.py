@@ -30,7 +30,10 @@ async def test_an_alias_routes_across_both_kinds_with_the_name_rewritten() -> No
         }
     ]
     try:
-        async with run_gateway(backends, models=models, list_unmapped=False) as gw:
+        # round_robin: every request alternates kinds (corral would stay where it is warm).
+        async with run_gateway(
+            backends, models=models, list_unmapped=False, policy="round_robin"
+        ) as gw:
             oa = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
             try:
                 served = set()

@@ -190,7 +190,10 @@ async def test_too_many_open_streams_is_a_503() -> None:
 
 
 async def test_an_unreachable_backend_is_taken_out_and_put_back_when_it_returns() -> None:
-    async with sim_fleet(NodeSpec(), NodeSpec(), health={"interval_s": 0.1}) as fleet:
+    # least_conn spreads sequential requests, so the revived node must get some.
+    async with sim_fleet(
+        NodeSpec(), NodeSpec(), health={"interval_s": 0.1}, policy="least_conn"
+    ) as fleet:
         sim1 = fleet.node("sim1")
         port = sim1.port
         await sim1.stop()
