@@ -26,19 +26,13 @@ def policy_chooser(settings: Settings) -> Callable[[str], Policy]:
     """The routing policy for each model: the first matching group's, else the default.
 
     One policy object per group, so what a policy learns (latencies, load times,
-    prefixes) is shared by the group's models; a model's choice is cached.
+    prefixes) is shared by the group's models; the scheduler caches each model's.
     """
     default = make_policy(settings.policy, settings.routing.options)
     groups = [(g, make_policy(g.policy, g.options)) for g in settings.routing.groups]
-    chosen: dict[str, Policy] = {}
 
     def policy_for(model: str) -> Policy:
-        policy = chosen.get(model)
-        if policy is None:
-            policy = next((p for g, p in groups if g.matches(model)), default)
-            if len(chosen) < 100_000:
-                chosen[model] = policy
-        return policy
+        return next((p for g, p in groups if g.matches(model)), default)
 
     return policy_for
 

@@ -51,14 +51,25 @@ class Scheduler:
         breakers: Breakers | None = None,
         keep_alive_s: float = 300.0,
     ) -> None:
+        self.queue = FairQueue(max_waiting, max_waiting_per_tenant, aging_s)
         # One policy for every model, or a function choosing one per model group.
         self._policy_for: Callable[[str], Policy]
         if hasattr(policy, "select"):
             single = cast(Policy, policy)
+            self._attach(single)
             self._policy_for = lambda model: single
         else:
-            self._policy_for = policy
-        self.queue = FairQueue(max_waiting, max_waiting_per_tenant, aging_s)
+            chooser = policy
+            chosen: dict[str, Policy] = {}
+
+            def policy_for(model: str) -> Policy:
+                found = chosen.get(model)
+                if found is None:
+                    found = chosen[model] = chooser(model)
+                    self._attach(found)
+                return found
+
+            self._policy_for = policy_for
         # How long a model stays resident after a request (Ollama's default keep-alive),
         # assumed between the probes that read the truth from /api/ps.
         self.keep_alive_s = keep_alive_s
@@ -68,6 +79,13 @@ class Scheduler:
         self._bound: dict[int, Ticket] = {}
         self._seq = 0
         self.paused = False
+
+    def _attach(self, policy: Policy) -> None:
+        """Let a policy see how many requests wait per model (the cost model prices
+        the line behind the head it is asked about)."""
+        attach = getattr(policy, "attach_queue", None)
+        if attach is not None:
+            attach(self.queue.waiting_for)
 
     @property
     def max_waiting(self) -> int:
