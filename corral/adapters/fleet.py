@@ -312,22 +312,23 @@ class Fleet:
         """Wait for a slot; the returned ticket carries the routing decision."""
         loop = asyncio.get_running_loop()
         sched = self.scheduler
-        ticket = sched.submit(
-            info, loop.time(), self._queue_timeout, exclude=exclude, attempt=attempt
-        )
+        wait = self._queue_timeout
+        if info.max_wait_s is not None and info.max_wait_s < wait:
+            wait = info.max_wait_s
+        ticket = sched.submit(info, loop.time(), wait, exclude=exclude, attempt=attempt)
         if ticket.decision is not None:
             return ticket
         future: asyncio.Future[Ticket] = loop.create_future()
         ticket.token = future
         self._pump()
         try:
-            async with asyncio.timeout(self._queue_timeout):
+            async with asyncio.timeout(wait):
                 return await future
         except TimeoutError:
             sched.cancel(ticket)
             raise QueueTimeout(
                 f"no backend for {info.model!r} had a free slot within "
-                f"{self._queue_timeout:g}s; try again shortly",
+                f"{wait:g}s; try again shortly",
                 retry_after=self._retry_after,
             ) from None
         except asyncio.CancelledError:

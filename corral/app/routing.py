@@ -2,7 +2,8 @@
 
 Tenant, priority and session come from headers until identity exists
 (``X-Corral-Tenant``, else the client's address; ``X-Corral-Priority`` may only lower
-the default class; ``X-Corral-Session`` pins a conversation to a backend). The prompt
+the default class; ``X-Corral-Session`` pins a conversation to a backend;
+``X-Corral-Max-Wait`` shortens how long the request may queue). The prompt
 gives two more facts: a token estimate (about 4 characters a token, good enough to
 charge a fair share up front; the real counts settle it at the end) and the chained
 hashes of its leading blocks, so requests sharing a long prefix can prefer the backend
@@ -62,7 +63,7 @@ def _conversation_key(parsed: object) -> str | None:
 
 def request_info(ctx: RequestContext) -> RequestInfo:
     tenants = ctx.gw.settings.tenants
-    tenant = session = asked = None
+    tenant = session = asked = max_wait = None
     for name, value in ctx.scope["headers"]:
         if not name.startswith(b"x-corral-"):
             continue
@@ -73,6 +74,11 @@ def request_info(ctx: RequestContext) -> RequestInfo:
         elif name == b"x-corral-priority":
             try:
                 asked = int(value)
+            except ValueError:
+                pass
+        elif name == b"x-corral-max-wait":
+            try:
+                max_wait = max(0.0, float(value))
             except ValueError:
                 pass
     if tenant is None:
@@ -93,4 +99,5 @@ def request_info(ctx: RequestContext) -> RequestInfo:
         prompt_tokens=len(text) // 4,
         max_tokens=getattr(getattr(ctx.parsed, "sampling", None), "max_tokens", None),
         prefix=prefix_hashes(text),
+        max_wait_s=max_wait,
     )

@@ -120,6 +120,7 @@ class RequestInfo:
     prompt_tokens: int = 0
     max_tokens: int | None = None
     prefix: tuple[int, ...] = ()
+    max_wait_s: float | None = None  # the client's own queueing deadline, if shorter
 
 
 @dataclass(slots=True, frozen=True)

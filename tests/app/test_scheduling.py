@@ -150,3 +150,17 @@ async def test_request_facts_reach_the_scheduler(header: str) -> None:
         record = fleet.gw.usage[-1]
         assert record.tenant == "t" and record.route_reason == r.headers["x-corral-route-reason"]
         assert info.prompt_tokens == 250 and len(info.prefix) == 3
+
+
+async def test_a_client_may_shorten_its_own_queue_wait() -> None:
+    async with sim_fleet(NodeSpec(config=SLOW), max_concurrency=1) as fleet:
+        async with httpx.AsyncClient(base_url=fleet.url, timeout=30) as client:
+            await client.post("/api/generate", json=BODY)
+            running = asyncio.create_task(client.post("/api/generate", json=LONG))
+            await until(lambda: fleet.gw.fleet.backends["sim0"].in_flight == 1)
+            impatient = await client.post(
+                "/api/generate", json=BODY, headers={"X-Corral-Max-Wait": "0.05"}
+            )
+            assert (await running).status_code == 200
+        assert impatient.status_code == 503 and impatient.headers["retry-after"]
+        assert "within 0.05s" in impatient.json()["error"]
