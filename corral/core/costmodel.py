@@ -132,96 +132,136 @@ class CorralPolicy(Hooks):
     def select(
         self, candidates: Sequence[BackendState], info: RequestInfo, now: float
     ) -> tuple[BackendState, str]:
+        # Tens to hundreds of candidates per decision, in the gateway's event loop:
+        # the common case (resident, free, no engine metrics, no failures) is priced
+        # inline with local lookups; anything else goes through _estimate.
         model = info.model
-        stats_of = self.stats.by_backend.get
+        by_name = self.stats.by_model.get(model)
+        stats_of = by_name.get if by_name else None
         use_affinity = self.affinity is not None and (bool(info.prefix) or info.session is not None)
         key: object = info.request_id or id(info)
-        self.line.measure(candidates, model, now)
+        line = self.line
+        depth = line.queue_depth
+        if depth is not None and depth(model) > 1:
+            line.measure(candidates, model, now)
+        else:
+            line.line_share = 0.0
         best: BackendState | None = None
         best_est = second_est = math.inf
         second: BackendState | None = None
+        best_plain = second_plain = False  # priced by the common case (cheap to explain)
         warm: BackendState | None = None  # best free candidate with the model resident
         warm_est = math.inf
         ests: dict[str, float] = {}
         cold: list[tuple[BackendState, ModelStats | None, bool]] = []
-        leaving = self.loads.leaving if self.loads.any_leaving else None
-        tokens = info.prompt_tokens
-        tps = self.prefill_tps
+        loads = self.loads
+        leaving = loads.leaving if loads.any_leaving else None
+        left = loads.left
+        warm_ttl = self.warm_ttl_s
+        base = _PREFILL_OVERHEAD_S + info.prompt_tokens / self.prefill_tps
         contention = self.contention
         for b in candidates:
-            models = stats_of(b.name)
-            st = models.get(model) if models is not None else None
+            st = stats_of(b.name) if stats_of is not None else None
+            busy = b.in_flight
+            slots = b.max_concurrency
             cap = b.max_per_model
-            free = b.in_flight < b.max_concurrency and (
-                cap is None or b.in_flight_by_model.get(model, 0) < cap
-            )
-            if not (
-                (b.loaded.get(model, -1.0) > now and not (leaving and leaving(b, model)))
-                or self._resident(b, model, now, st)
-            ):
+            by_model = b.in_flight_by_model
+            free = busy < slots and (cap is None or by_model.get(model, 0) < cap)
+            # _resident, inlined
+            if b.kind == "openai":
+                resident = True
+            elif leaving is not None and leaving(b, model):
+                resident = False
+            elif b.loaded.get(model, -1.0) > now:
+                resident = True
+            elif by_model.get(model):
+                resident = left(b.name, model, now) is None
+            elif st is not None and now - st.last_ok < warm_ttl:
+                checked = b.last_check_at
+                resident = checked is None or st.last_ok >= checked
+            else:
+                resident = False
+            if not resident:
                 # Priced after the resident ones: by then the bar is known and most
                 # cold candidates are out of the running before evictions are priced.
                 cold.append((b, st, free))
                 continue
-            if free and b.signals is None and (st is None or st.success >= 1.0):
-                # The common case, inlined (hundreds of candidates per decision): only
-                # the prefill term of _estimate applies.
-                est = (_PREFILL_OVERHEAD_S + tokens / tps) * (
-                    1.0 + contention * b.in_flight / b.max_concurrency
-                )
+            plain = free and b.signals is None and (st is None or st.success >= 1.0)
+            if plain:
+                est = base * (1.0 + contention * busy / slots)  # _estimate's prefill term
             else:
                 est = self._estimate(b, info, now, st, True, free, key, math.inf, None)
             if use_affinity:
                 ests[b.name] = est
             if est < best_est:
-                second, second_est = best, best_est
-                best, best_est = b, est
+                second, second_est, second_plain = best, best_est, best_plain
+                best, best_est, best_plain = b, est, plain
             elif est < second_est:
-                second, second_est = b, est
+                second, second_est, second_plain = b, est, plain
             if free and est < warm_est:
                 warm, warm_est = b, est
-        loads = self.loads
         for b, st, free in cold:
             # A load alone (none under way) already puts it out of the top two.
-            if (
-                loads.load_time(b, model, st) >= second_est
-                and loads.left(b.name, model, now) is None
-            ):
+            if loads.load_time(b, model, st) >= second_est and left(b.name, model, now) is None:
                 continue
             est = self._estimate(b, info, now, st, False, free, key, second_est, None)
             if use_affinity:
                 ests[b.name] = est
             if est < best_est:
-                second, second_est = best, best_est
-                best, best_est = b, est
+                second, second_est, second_plain = best, best_est, best_plain
+                best, best_est, best_plain = b, est, False
             elif est < second_est:
-                second, second_est = b, est
+                second, second_est, second_plain = b, est, False
         assert best is not None
-        chosen, chosen_est, why = best, best_est, ""
+        chosen, chosen_est, chosen_plain, why = best, best_est, best_plain, ""
         if use_affinity:
             assert self.affinity is not None
             hit = self.affinity.choose(candidates, info)
             if hit is not None and hit[0] is not best:
-                pref, what, depth = hit
+                pref, what, depth_ = hit
                 # Its cached blocks need no prefill: price that, plus a little slack
                 # so a conversation does not hop for a hair's difference.
-                saved = self._prefill(pref, tokens * depth / len(info.prefix)) if depth else 0.0
+                saved = (
+                    self._prefill(pref, info.prompt_tokens * depth_ / len(info.prefix))
+                    if depth_
+                    else 0.0
+                )
                 pref_est = ests.get(pref.name, math.inf) - saved
                 if pref_est <= best_est + self.affinity_slack_s:
-                    chosen, chosen_est, why = pref, pref_est, what
+                    chosen, chosen_est, chosen_plain, why = pref, pref_est, False, what
             elif hit is not None:
                 why = hit[1]
         if (
             warm is not None
+            and chosen is not warm
             and chosen.has_slot(model)
             and not self._resident(chosen, model, now, self.stats.get(chosen.name, model))
         ):
-            chosen, chosen_est, why = warm, warm_est, ""  # never load beside a warm idle copy
+            # never load beside a warm idle copy
+            chosen, chosen_est, chosen_plain, why = warm, warm_est, False, ""
         if chosen is not best:
-            second, second_est = best, best_est
+            second, second_est, second_plain = best, best_est, best_plain
+        head = "corral: "
         if not chosen.has_slot(model):
-            self.line.mark(chosen.name, key, now)
-        return chosen, self._reason(chosen, chosen_est, second, second_est, why, info, now, key)
+            line.mark(chosen.name, key, now)
+            head = "corral: wait for busy, "
+        if why:
+            head += f"{why} on {chosen.name}, "
+        mine = (
+            f"loaded, {chosen.in_flight}/{chosen.max_concurrency} busy"
+            if chosen_plain
+            else self._explain(chosen, info, now, key)
+        )
+        if second is None:
+            return chosen, one_line(f"{head}est ttft {chosen_est:.2f}s ({mine}), only candidate")
+        theirs = (
+            f"loaded, {second.in_flight}/{second.max_concurrency} busy"
+            if second_plain
+            else self._explain(second, info, now, key)
+        )
+        return chosen, one_line(
+            f"{head}est ttft {chosen_est:.2f}s ({mine}) vs next {second_est:.2f}s ({theirs})"
+        )
 
     def _prefill(self, b: BackendState, tokens: float) -> float:
         """Seconds to prefill ``tokens`` on ``b``, its busy slots sharing the GPU.
@@ -359,29 +399,6 @@ class CorralPolicy(Hooks):
         self.line.forget(name)
         if self.affinity is not None:
             self.affinity.forget(name)
-
-    def _reason(
-        self,
-        chosen: BackendState,
-        est: float,
-        second: BackendState | None,
-        second_est: float,
-        why: str,
-        info: RequestInfo,
-        now: float,
-        key: object,
-    ) -> str:
-        head = "corral: "
-        if not chosen.has_slot(info.model):
-            head += "wait for busy, "
-        if why:
-            head += f"{why} on {chosen.name}, "
-        text = head + f"est ttft {est:.2f}s ({self._explain(chosen, info, now, key)})"
-        if second is not None:
-            text += f" vs next {second_est:.2f}s ({self._explain(second, info, now, key)})"
-        else:
-            text += ", only candidate"
-        return one_line(text)
 
     def _explain(self, b: BackendState, info: RequestInfo, now: float, key: object) -> str:
         st = self.stats.get(b.name, info.model)

@@ -117,15 +117,17 @@ class RouteStats:
     ``min_load_s`` are Ollama's bookkeeping for a resident model, not a load.
     """
 
-    __slots__ = ("alpha", "by_backend", "min_load_s")
+    __slots__ = ("alpha", "by_backend", "by_model", "min_load_s")
 
     def __init__(self, alpha: float = 0.3, min_load_s: float = 0.2) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"ewma alpha must be in (0, 1], not {alpha}")
         self.alpha = alpha
         self.min_load_s = min_load_s
-        # backend -> model -> figures; read directly by loops that do their own lookups
+        # backend -> model -> figures, and the same objects by model -> backend: a
+        # decision looks up its model once, then one dict lookup per candidate.
         self.by_backend: dict[str, dict[str, ModelStats]] = {}
+        self.by_model: dict[str, dict[str, ModelStats]] = {}
 
     def get(self, backend: str, model: str) -> ModelStats | None:
         models = self.by_backend.get(backend)
@@ -138,10 +140,14 @@ class RouteStats:
         stats = models.get(model)
         if stats is None:
             stats = models[model] = ModelStats()
+            self.by_model.setdefault(model, {})[backend] = stats
         return stats
 
     def forget(self, backend: str) -> None:
-        self.by_backend.pop(backend, None)
+        for model in self.by_backend.pop(backend, {}):
+            backends = self.by_model.get(model)
+            if backends is not None:
+                backends.pop(backend, None)
 
     def observe(self, backend: str, model: str, outcome: Outcome, now: float) -> ModelStats:
         s = self.of(backend, model)
