@@ -86,7 +86,8 @@ class Gateway:
             )
             state = self.fleet.backends[b.name]
             state.max_per_model = b.max_per_model
-            state.vram_bytes = int(b.vram_gb * 1e9) if b.vram_gb is not None else None
+            state.vram_bytes = int(b.vram_gb * 1024**3) if b.vram_gb is not None else None
+            state.max_loaded_models = b.max_loaded_models
         self.fleet.scheduler.keep_alive_s = settings.routing.keep_alive_s
         # Retries stay a small share of requests, so they never amplify an outage.
         self.retry_policy = RetryPolicy(

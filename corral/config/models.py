@@ -133,7 +133,12 @@ class BackendConfig(_Section):
     vram_gb: float | None = Field(
         default=None,
         gt=0,
-        description="Memory for models (GB); the cost model uses it to foresee evictions.",
+        description="Memory for models (GiB); the cost model uses it to foresee evictions.",
+    )
+    max_loaded_models: int | None = Field(
+        default=None,
+        ge=1,
+        description="Models the server keeps loaded at once (OLLAMA_MAX_LOADED_MODELS).",
     )
     max_per_model: int | None = Field(
         default=None,

@@ -66,6 +66,8 @@ class BackendState:
     model_bytes: dict[str, int] = field(default_factory=dict)
     # Memory for models (config ``vram_gb``, later the agent's report); None = unknown.
     vram_bytes: int | None = None
+    # Most models resident at once (Ollama's OLLAMA_MAX_LOADED_MODELS); None = unknown.
+    max_loaded_models: int | None = None
     # Requests in flight per model, and the cap per backend:model (None = max_concurrency).
     in_flight_by_model: dict[str, int] = field(default_factory=dict)
     max_per_model: int | None = None

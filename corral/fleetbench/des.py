@@ -145,6 +145,7 @@ class Simulation:
                 max_per_model=spec.max_per_model,
                 prefix_cache=spec.kind == "vllm",
                 vram_bytes=int(spec.vram_gb * 1024**3) if spec.kind == "ollama" else None,
+                max_loaded_models=spec.max_loaded_models if spec.kind == "ollama" else None,
             )
             node = self.nodes[spec.name]
             state.model_bytes = node.model_bytes()

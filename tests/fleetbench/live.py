@@ -54,8 +54,8 @@ def gateway_settings(scenario: Scenario, policy: str, urls: Sequence[str]) -> di
             "url": url,
             "max_concurrency": node.max_concurrency,
             "max_per_model": node.max_per_model,
-            # The config's vram_gb is decimal (x 1e9); the scenario's is GiB.
-            "vram_gb": node.vram_gb * _GIB / 1e9,
+            "vram_gb": node.vram_gb,  # GiB in both
+            "max_loaded_models": node.max_loaded_models,
         }
         for node, url in zip(scenario.nodes, urls, strict=True)
     ]
