@@ -20,7 +20,7 @@ beyond that the request goes by load, and the new holder learns the prefix too.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from corral.core.policy_base import Hooks, Policy, one_line
 from corral.core.types import BackendState, Outcome, RequestInfo
@@ -104,7 +104,9 @@ class PrefixMemory:
                 hi = mid - 1
         if lo == 0:
             return 0, []
-        return lo, [eligible[n] for n in index[prefix[lo - 1]] if n in eligible]
+        # In the candidates' order, not the set's (which varies with string hashing).
+        holders = index[prefix[lo - 1]]
+        return lo, [b for n, b in eligible.items() if n in holders]
 
     def forget(self, backend: str) -> None:
         for model, lru in self._lru.pop(backend, {}).items():
@@ -172,6 +174,8 @@ class Affinity:
         min_prefix_blocks: int = 1,
         session_prefix_blocks: int = 4,
         max_sessions: int = 100_000,
+        load: Callable[[BackendState], float] = load_of,
+        hit_worth: Callable[[BackendState, RequestInfo, int], float] | None = None,
     ) -> None:
         if affinity_abs < 0 or affinity_rel < 1.0:
             raise ValueError("affinity_abs must be >= 0 and affinity_rel >= 1")
@@ -185,6 +189,10 @@ class Affinity:
         self.session_prefix_blocks = session_prefix_blocks
         self.prefixes = PrefixMemory(prefix_memory)
         self.sessions = SessionMemory(max_sessions)
+        self.load = load  # requests ahead on a backend (the cost model corrects stale queues)
+        # How many requests of extra load a prefix hit of so many blocks is worth on a
+        # backend (its saved prefill against the wait they add); None: nothing extra.
+        self.hit_worth = hit_worth
 
     def _conversation_key(self, info: RequestInfo) -> int | None:
         k = self.session_prefix_blocks
@@ -211,8 +219,9 @@ class Affinity:
             depth, holders = self.prefixes.match(model, info.prefix, eligible)
             # A prefix every candidate holds (a shared system prompt) tells nothing.
             if depth >= self.min_prefix_blocks and 0 < len(holders) < max(len(eligible), 2):
-                best = min(holders, key=load_of)
-                if not self._overloaded(best, candidates, model):
+                best = min(holders, key=self.load)
+                worth = self.hit_worth(best, info, depth) if self.hit_worth is not None else 0.0
+                if not self._overloaded(best, candidates, model, worth):
                     return best, f"prefix {depth}/{len(info.prefix)} blocks", depth
         if self.session_on and info.session is None:
             key = self._conversation_key(info)
@@ -235,18 +244,21 @@ class Affinity:
                 return None
         return None
 
-    def _overloaded(self, b: BackendState, candidates: Sequence[BackendState], model: str) -> bool:
-        """SGLang's balance test: too far above the least-loaded free candidate."""
-        mine = load_of(b)
-        limit = self.abs_threshold
+    def _overloaded(
+        self, b: BackendState, candidates: Sequence[BackendState], model: str, extra: float = 0.0
+    ) -> bool:
+        """SGLang's balance test: too far above the least-loaded free candidate
+        (``extra`` more requests allowed for what the affinity is worth)."""
+        load_fn = self.load
+        mine = load_fn(b)
+        limit = self.abs_threshold + extra
         if mine <= limit:
             return False  # cannot be more than the limit above anyone
         rel = self.rel_threshold
         for c in candidates:
             if c.in_flight >= c.max_concurrency or c is b:
                 continue
-            sig = c.signals
-            load = c.in_flight + (sig.waiting if sig is not None else 0.0)
+            load = load_fn(c)
             if mine - load > limit and mine > rel * load and c.has_slot(model):
                 return True
         return False

@@ -43,7 +43,7 @@ from corral.core.affinity import Affinity
 from corral.core.loadcost import LoadCost
 from corral.core.policy_base import Hooks, ModelStats, RouteStats, one_line
 from corral.core.scoring import recovered_success
-from corral.core.types import BackendState, Outcome, RequestInfo
+from corral.core.types import BackendState, EngineSignals, Outcome, RequestInfo
 from corral.core.waitline import WaitLine
 
 __all__ = ["CorralPolicy"]
@@ -102,6 +102,8 @@ class CorralPolicy(Hooks):
         self.warm_ttl_s = warm_ttl_s
         self.affinity_slack_s = affinity_slack_s
         self.stats = RouteStats(ewma_alpha)
+        # backend -> (when its engine signals were read, our in-flight count then)
+        self._signals_seen: dict[str, tuple[float, int]] = {}
         self.affinity: Affinity | None = None
         if prefix_affinity or session_affinity:
             self.affinity = Affinity(
@@ -113,6 +115,8 @@ class CorralPolicy(Hooks):
                 min_prefix_blocks=min_prefix_blocks,
                 session_prefix_blocks=session_prefix_blocks,
                 max_sessions=max_sessions,
+                load=self._load,
+                hit_worth=self._hit_worth,
             )
         self.loads = LoadCost(
             self.stats,
@@ -344,10 +348,11 @@ class CorralPolicy(Hooks):
                     parts.append(f"load {load:.1f}s")
         sig = b.signals
         if sig is not None and (sig.waiting or sig.kv_cache_usage > self.kv_high):
+            waiting = self._engine_waiting(b, sig) if sig.waiting else 0.0
             over = max(0.0, sig.kv_cache_usage - self.kv_high) / (1.0 - self.kv_high)
-            est += sig.waiting * self.engine_waiting_s + over * self.kv_weight_s
+            est += waiting * self.engine_waiting_s + over * self.kv_weight_s
             if parts is not None:
-                parts.append(f"kv {sig.kv_cache_usage:.2f}, {sig.waiting:g} waiting")
+                parts.append(f"kv {sig.kv_cache_usage:.2f}, {waiting:g} waiting")
         retry = (1.0 - ok) / ok * self.failure_cost_s
         if may_evict and est + retry < cutoff:
             evict = self.loads.eviction(b, model, now)
@@ -357,6 +362,41 @@ class CorralPolicy(Hooks):
         if parts is not None and ok < 0.995:
             parts.append(f"ok {ok:.2f}")
         return est + retry
+
+    def _engine_waiting(self, b: BackendState, sig: EngineSignals) -> float:
+        """The engine's queue now: as last read, moved by what we sent or finished since.
+
+        A reading is up to a probe interval old. Taken as it stands, a queue of a few
+        requests steers every decision away from that server until the next probe,
+        and the others fill up (a herd each probe interval); shifted by our in-flight
+        count since it was read, it drains as our requests there finish.
+        """
+        seen = self._signals_seen.get(b.name)
+        if seen is None or seen[0] != sig.at:
+            seen = self._signals_seen[b.name] = (sig.at, b.in_flight)
+        return max(0.0, sig.waiting + b.in_flight - seen[1])
+
+    def _load(self, b: BackendState) -> float:
+        """Requests ahead on ``b``: ours in flight plus the engine's queue now."""
+        sig = b.signals
+        if sig is None or not sig.waiting:
+            return float(b.in_flight)
+        return b.in_flight + self._engine_waiting(b, sig)
+
+    def _hit_worth(self, b: BackendState, info: RequestInfo, depth: int) -> float:
+        """Requests of extra load on ``b`` that a hit on ``depth`` cached blocks pays for.
+
+        The hit saves that share of the prompt's prefill; each request ahead on ``b``
+        stretches a prefill by ``contention / max_concurrency`` (its slots share one
+        GPU), and the extra load delays the requests already there as much as this
+        one (the marginal cost of load is twice its average): break-even at half the
+        saved share of the slots. A deep hit on a server with many slots is worth a
+        real imbalance; a shallow one, or one on a 4-slot node, little beyond
+        ``affinity_abs``.
+        """
+        if self.contention <= 0:
+            return math.inf
+        return 0.5 * depth / len(info.prefix) * b.max_concurrency / self.contention
 
     def attach_queue(self, depth: Callable[[str], int]) -> None:
         """Wire in the scheduler's ``queue.waiting_for`` (see :mod:`.waitline`)."""
@@ -397,6 +437,7 @@ class CorralPolicy(Hooks):
         self.stats.forget(name)
         self.loads.forget(name)
         self.line.forget(name)
+        self._signals_seen.pop(name, None)
         if self.affinity is not None:
             self.affinity.forget(name)
 

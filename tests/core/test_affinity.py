@@ -76,23 +76,37 @@ def test_prefix_memory_is_bounded_and_keeps_leading_blocks_longest() -> None:
     assert len(mem) == 0 and mem.match(M, (0, 1), {"a": a}) == (0, [])
 
 
-def test_corral_follows_the_prefix_until_its_holder_is_overloaded_then_spreads() -> None:
+def test_corral_follows_a_shallow_prefix_hit_only_a_little_beyond_the_bound() -> None:
+    p = CorralPolicy()
+    fleet = [vllm("a"), vllm("b"), vllm("c")]
+    first, _ = dispatch(p, fleet, req(0, (1, 2, *range(100, 118))))
+    picks = [
+        dispatch(p, fleet, req(i, (1, 2, *range(200 * i, 200 * i + 18))))[0] for i in range(1, 5)
+    ]
+    # 2 of 20 blocks cached: worth 0.5 x 2/20 x 16 slots = 0.8 requests beyond
+    # affinity_abs=2, so the holder takes up to 3 more than the least-loaded.
+    assert picks[:2] == [first, first]
+    assert picks[2] is not first
+    assert max(b.in_flight for b in fleet) - min(b.in_flight for b in fleet) <= 3
+
+
+def test_corral_follows_a_deep_prefix_hit_while_the_saved_prefill_pays_for_the_load() -> None:
     p = CorralPolicy()
     fleet = [vllm("a"), vllm("b"), vllm("c")]
     first, _ = dispatch(p, fleet, req(0, (*SYSTEM, 1, 2, 3, 4)))
     reasons = []
     picks = []
-    for i in range(1, 9):
+    for i in range(1, 13):
         b, reason = dispatch(p, fleet, req(i, (*SYSTEM, 1, 2, 3, 4, 50 + i)))
         picks.append(b.name)
         reasons.append(reason)
-    # Up to 2 requests more than the least-loaded (affinity_abs=2), then by load.
-    assert picks[:2] == [first.name, first.name]
+    # 14 of 15 blocks cached on 16 slots: worth 0.5 x 14/15 x 16 = 7.5 requests
+    # beyond affinity_abs=2, so the holder takes up to 9 more than the others.
+    assert picks[:9] == [first.name] * 9
     assert "prefix 14/15 blocks on " + first.name in reasons[0]
-    assert picks[2] != first.name
-    assert max(b.in_flight for b in fleet) - min(b.in_flight for b in fleet) <= 3
+    assert picks[9] != first.name
     # The backend that got the overflow learned the prefix as well.
-    assert "prefix 14/15" in reasons[3]
+    assert "prefix 14/15 blocks on " + picks[9] in reasons[10]
 
 
 def test_prefix_affinity_is_for_engines_with_a_prefix_cache_only() -> None:

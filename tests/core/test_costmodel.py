@@ -229,3 +229,15 @@ def test_a_long_queue_for_the_model_makes_loading_another_copy_pay() -> None:
     p.attach_queue(lambda model: 10)  # nine more behind this one
     chosen, reason = p.select([warm, cold], req(1), 0.0)
     assert chosen is cold and "load 3.0s" in reason
+
+
+def test_a_stale_engine_queue_drains_as_our_requests_there_finish() -> None:
+    p = CorralPolicy()
+    read = EngineSignals(running=8, waiting=4, at=10.0)
+    queued = node("queued", kind="openai", slots=32, busy=12, signals=read)
+    other = node("other", kind="openai", slots=32, busy=10, signals=EngineSignals(at=10.0))
+    assert p.select([queued, other], req(prompt_tokens=500), 10.0)[0] is other
+    # Until the next reading: four of ours there finished, so its queue is gone.
+    queued.in_flight = queued.in_flight_by_model[M] = 8
+    chosen, reason = p.select([queued, other], req(prompt_tokens=500), 11.0)
+    assert chosen is queued and "0 waiting" in reason
