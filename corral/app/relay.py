@@ -199,7 +199,11 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
             ", ".join(plan.dropped),
         )
     request = UpstreamRequest(
-        "POST", plan.path, plan.body, {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id}
+        "POST",
+        plan.path,
+        plan.body,
+        {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id},
+        stream=ctx.stream,
     )
     watchdog = Watchdog(timeouts.first_byte_s, timeouts.request_s)
     resp: UpstreamResponse | None = None
