@@ -29,6 +29,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
+        self.in_use = True
         self.reset()
 
     def reset(self) -> None:
@@ -56,6 +57,9 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:
+            self.abort()  # bytes nobody asked for: never mistake them for the next answer
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -174,6 +178,7 @@ class RawPool:
         while self._idle:
             conn = self._idle.pop()
             if not conn.lost and now - conn.idle_since < self._keepalive:
+                conn.in_use = True
                 return conn
             conn.abort()
         loop = asyncio.get_running_loop()
@@ -207,6 +212,7 @@ class RawPool:
     def release(self, conn: _Conn) -> None:
         if conn.complete and conn.keep_alive and not conn.lost and conn.error is None:
             conn.reset()
+            conn.in_use = False
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:

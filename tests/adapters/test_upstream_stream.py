@@ -177,3 +177,24 @@ async def test_a_connection_closed_before_the_answer_is_a_stale_connection_error
             await transport.send(stream_request())
         assert not info.value.backend_down
         await transport.close()
+
+
+async def test_bytes_on_an_idle_pooled_connection_are_never_taken_for_an_answer() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD + chunked(b"one\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        # A whole stray answer while the connection sits in the pool.
+        writer.write(HEAD + chunked(b"stray\n"))
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(stream_request())
+        assert await resp.read() == b"one\n"
+        resp.close()
+        await asyncio.sleep(0.2)
+        resp = await transport.send(stream_request())
+        assert await resp.read() == b"one\n"
+        resp.close()
+        await transport.close()
+    assert b.connections == 2
