@@ -12,6 +12,8 @@ from typing import IO, Protocol
 
 import aiohttp
 
+from corral.adapters.rawstream import RawPool
+
 __all__ = [
     "HttpTransport",
     "Transport",
@@ -39,6 +41,8 @@ class UpstreamRequest:
     body: bytes | IO[bytes] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     query: str = ""
+    # A streamed answer is expected: the transport may take its lean streaming path.
+    stream: bool = False
 
 
 class UpstreamResponse(Protocol):
@@ -97,6 +101,11 @@ class HttpTransport:
         self.base_url = base_url.rstrip("/")
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._raw = (
+            RawPool(self.base_url, connect_timeout=connect_timeout)
+            if self.base_url.startswith("http://")
+            else None
+        )
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily so the session binds to the running loop.
@@ -117,6 +126,13 @@ class HttpTransport:
         return self._session
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if (
+            request.stream
+            and self._raw is not None
+            and isinstance(request.body, bytes)
+            and not request.query
+        ):
+            return await self._send_raw(self._raw, request)
         url = self.base_url + request.path
         if request.query:
             url += "?" + request.query
@@ -131,7 +147,23 @@ class HttpTransport:
             raise UpstreamConnectError("backend closed the connection", backend_down=False) from exc
         return _AiohttpResponse(resp)
 
+    async def _send_raw(self, pool: RawPool, request: UpstreamRequest) -> UpstreamResponse:
+        try:
+            conn = await pool.connect()
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
+        assert isinstance(request.body, bytes)
+        try:
+            return await pool.request(
+                conn, request.method, request.path, request.body, request.headers
+            )
+        except ConnectionError as exc:
+            # A pooled connection the backend had closed; the request never ran.
+            raise UpstreamConnectError("backend closed the connection", backend_down=False) from exc
+
     async def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

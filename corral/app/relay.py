@@ -265,7 +265,11 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
             ", ".join(plan.dropped),
         )
     request = UpstreamRequest(
-        "POST", plan.path, plan.body, {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id}
+        "POST",
+        plan.path,
+        plan.body,
+        {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id},
+        stream=ctx.stream,
     )
     first_byte = timeouts.first_byte_s
     if state.is_loaded(ctx.model, asyncio.get_running_loop().time()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
+    # Everything built so far (modules, classes, the app) lives as long as the process:
+    # keep the collector from walking it again in every full collection, which took
+    # 20-60 ms with 1,000 streams open and stalled every stream that long.
+    gc.freeze()
     uvicorn.Server(config).run()
     return 0
 

@@ -1,0 +1,98 @@
+"""A/B of Corral's per-chunk CPU: two source trees side by side, interleaved loads.
+
+    git archive HEAD~1 corral | tar -x -C /tmp/base        # the "before" tree
+    .venv/bin/python bench/streams_ab.py --trees base=/tmp/base,new=. --cases a,b
+    .venv/bin/python bench/streams_ab.py --loads 100x20,1000x100 --reps 3
+
+Both gateways run at once on the gateway core (each started with its tree first on
+PYTHONPATH), behind one paced backend (bench/stream_backend.py); only one is loaded at
+a time, and the order alternates each repetition, so background load on a shared
+machine hits both about equally. A load ``NxMS`` is N streams at MS ms per chunk,
+measured like bench/streams.py's paced levels. Prints one Markdown row per case, load
+and tree (median of the repetitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import streams
+
+
+async def run(
+    ab: argparse.Namespace, args: argparse.Namespace, trees: list[tuple[str, str]]
+) -> dict[tuple[str, ...], Any]:
+    bench = streams.Bench(args)
+    rig = bench.rig
+    rig.start_backend()
+    results: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    try:
+        for name in args.cases:
+            case = streams.CASES[name]
+            gateways = []
+            for tree, path in trees:
+                os.environ["PYTHONPATH"] = path
+                try:
+                    gateways.append((tree, *rig.start_gateway(case)))
+                finally:
+                    os.environ.pop("PYTHONPATH", None)
+            for tree, _, port in gateways:
+                check = await streams.one_stream(port, case.client)
+                if not check["clean"]:
+                    raise RuntimeError(f"{tree}: a stream through Corral failed: {check}")
+            for load in ab.loads.split(","):
+                n, interval = load.split("x")
+                for rep in range(ab.reps):
+                    for tree, proc, port in gateways if rep % 2 == 0 else gateways[::-1]:
+                        r = await bench.paced(port, case.client, int(n), float(interval), proc.pid)
+                        results.setdefault((name, load, tree), []).append(r)
+                        bench.log(f"{name} {load} {tree}", r)
+            for _, proc, _ in gateways:
+                rig.children.stop(proc)
+    finally:
+        rig.children.stop_all()
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--trees", default="base=/tmp/base,new=.", help="name=path,name=path")
+    ap.add_argument("--cases", default="a", help="as in streams.py: a,b,c,d or names")
+    ap.add_argument("--loads", default="100x20,1000x100", help="streams x interval ms, ...")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per window")
+    ab, rest = ap.parse_known_args()
+    args = streams.parse_args(
+        ["--cases", ab.cases, "--duration", str(ab.duration), "--max-seconds", "3600", *rest]
+    )
+    with contextlib.suppress(OSError, ValueError):
+        os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    trees = [(t, str(Path(p).resolve())) for t, p in (x.split("=", 1) for x in ab.trees.split(","))]
+    results = (uvloop.run if uvloop is not None else asyncio.run)(run(ab, args, trees))
+    print("\n| case | load | tree | µs/chunk per run | median | usr | sys | inter-chunk p99 ms |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for (name, load, tree), rs in results.items():
+        us = [r["gw_cpu_us_per_chunk"] for r in rs]
+        print(
+            f"| {name} | {load} | {tree} | {' '.join(f'{u:.1f}' for u in us)} "
+            f"| {statistics.median(us):.1f} "
+            f"| {statistics.median(r['gw_user_us_per_chunk'] for r in rs):.1f} "
+            f"| {statistics.median(r['gw_sys_us_per_chunk'] for r in rs):.1f} "
+            f"| {statistics.median(r['icd_ms'][99] for r in rs):.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The streaming path of HttpTransport over real sockets: a scripted backend that
+writes exactly the bytes a test gives it, one request at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from corral.adapters.upstream import HttpTransport, UpstreamConnectError, UpstreamRequest
+from tests.helpers import free_port
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+
+
+@asynccontextmanager
+async def backend(script: Script) -> AsyncIterator[tuple[Backend, str]]:
+    """Serves each request on each connection with ``script(reader, writer)``."""
+    b = Backend()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        b.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                b.requests.append(head + await reader.readexactly(length))
+                if await script(reader, writer) is False:  # type: ignore[func-returns-value]
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            b.closed.set()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield b, f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def stream_request() -> UpstreamRequest:
+    return UpstreamRequest(
+        "POST", "/api/chat", b'{"model":"m"}', {"X-Request-Id": "r1"}, stream=True
+    )
+
+
+async def test_a_chunked_stream_arrives_decoded_and_in_order() -> None:
+    lines = [b'{"n":%d}\n' % i for i in range(5)]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        for line in lines:
+            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(stream_request())
+        assert resp.status == 200
+        assert resp.content_type == "application/x-ndjson"
+        got = [chunk async for chunk in resp.chunks()]
+        resp.close()
+        await transport.close()
+    assert b"".join(got) == b"".join(lines)
+    assert len(got) > 1  # pieces as they came, not the whole body at the end
+    assert b.requests[0].startswith(b"POST /api/chat HTTP/1.1\r\n")
+    assert b"X-Request-Id: r1\r\n" in b.requests[0]
+    assert b.requests[0].endswith(b'\r\n\r\n{"model":"m"}')
+
+
+async def test_a_finished_stream_leaves_its_connection_for_the_next_request() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD + chunked(b'{"done":true}\n'))
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        for _ in range(3):
+            resp = await transport.send(stream_request())
+            assert await resp.read() == b'{"done":true}\n'
+            resp.close()
+        await transport.close()
+    assert b.connections == 1
+    assert len(b.requests) == 3
+
+
+async def test_a_stream_closed_early_drops_its_connection() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(HEAD + b"6\r\nfirst\n\r\n")
+        assert await reader.read(1) == b""  # waits for the client to hang up
+        return False
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(stream_request())
+        assert await anext(resp.chunks()) == b"first\n"
+        resp.close()  # the client left: the backend must see its connection go
+        await asyncio.wait_for(b.closed.wait(), 2)
+        await transport.close()
+
+
+async def test_a_backend_dying_mid_stream_raises_a_connection_error() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(HEAD + b"6\r\nfirst\n\r\n")
+        await writer.drain()
+        return False
+
+    async with backend(script) as (_, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(stream_request())
+        with pytest.raises(ConnectionError):
+            async for _ in resp.chunks():
+                pass
+        resp.close()
+        await transport.close()
+
+
+async def test_a_pooled_connection_the_backend_closed_is_not_reused() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(HEAD + chunked(b"x\n"))
+        await writer.drain()
+        return False  # keep-alive announced, but the backend closes it anyway
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        for _ in range(2):
+            resp = await transport.send(stream_request())
+            assert await resp.read() == b"x\n"
+            resp.close()
+            await asyncio.wait_for(b.closed.wait(), 2)
+            b.closed.clear()
+            await asyncio.sleep(0.01)
+        await transport.close()
+    assert b.connections == 2
+
+
+async def test_a_backend_not_listening_is_a_connect_error() -> None:
+    transport = HttpTransport(f"http://127.0.0.1:{free_port()}", connect_timeout=2)
+    with pytest.raises(UpstreamConnectError) as info:
+        await transport.send(stream_request())
+    assert info.value.backend_down
+    await transport.close()
+
+
+async def test_a_connection_closed_before_the_answer_is_a_stale_connection_error() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        return False
+
+    async with backend(script) as (_, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        with pytest.raises(UpstreamConnectError) as info:
+            await transport.send(stream_request())
+        assert not info.value.backend_down
+        await transport.close()
+
+
+async def test_bytes_on_an_idle_pooled_connection_are_never_taken_for_an_answer() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD + chunked(b"one\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        # A whole stray answer while the connection sits in the pool.
+        writer.write(HEAD + chunked(b"stray\n"))
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(stream_request())
+        assert await resp.read() == b"one\n"
+        resp.close()
+        await asyncio.sleep(0.2)
+        resp = await transport.send(stream_request())
+        assert await resp.read() == b"one\n"
+        resp.close()
+        await transport.close()
+    assert b.connections == 2
