@@ -56,6 +56,7 @@ class RequestContext:
     stream: bool = False
     uses_slot: bool = True
     decision: RouteDecision | None = None
+    ticket: Any = None  # the scheduler's Ticket while a backend slot is held
     tenant: str = ""
     attempts: int = 0
     response_started: bool = False

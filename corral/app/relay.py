@@ -133,6 +133,7 @@ async def relay(ctx: RequestContext) -> None:
         attempt += 1
         ctx.attempts = attempt
         ctx.decision = decision
+        ctx.ticket = ticket
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request %s %s %s -> %s (attempt %d, %s)",
@@ -216,6 +217,31 @@ async def _bind(
                 b.name, "any", "metadata call, first healthy holder", attempt
             )
     raise NoHealthyBackend(f"no healthy backend for model {info.model!r}")
+
+
+class _Meter:
+    """Charges a stream's output tokens to its tenant's fair share as they arrive.
+
+    One line (NDJSON) or event (SSE: two newlines) is about one token; the charges go
+    to the scheduler in batches, and the counts the backend reports at the end settle
+    the difference.
+    """
+
+    __slots__ = ("_fleet", "_newlines", "_pending", "_ticket")
+
+    BATCH = 16
+
+    def __init__(self, ctx: RequestContext, newlines_per_token: int) -> None:
+        self._fleet = ctx.gw.fleet
+        self._ticket = ctx.ticket
+        self._newlines = newlines_per_token * self.BATCH
+        self._pending = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._pending += chunk.count(b"\n")
+        if self._pending >= self._newlines and self._ticket is not None:
+            self._fleet.charge(self._ticket, self._pending // (self._newlines // self.BATCH))
+            self._pending = 0
 
 
 _FAILED = Outcome(ok=False, status=NO_RESPONSE)  # failed mid-stream: the backend's fault
@@ -424,9 +450,11 @@ async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: W
             tap.feed(first)
         prev = b""
         last = first
+        meter = _Meter(ctx, 1)
         async for chunk in chunks:
             watchdog.touch()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            meter.add(chunk)
             if tap is not None:
                 tap.feed(chunk)
             prev, last = last, chunk
@@ -495,8 +523,10 @@ async def _relay_handled_stream(
         if tap is not None:
             out = tap.feed(out)
         await send({"type": "http.response.body", "body": out, "more_body": True})
+        meter = _Meter(ctx, 2 if "event-stream" in resp.content_type else 1)
         async for chunk in chunks:
             watchdog.touch()
+            meter.add(chunk)
             out = handler.feed(chunk)
             if tap is not None:
                 out = tap.feed(out)

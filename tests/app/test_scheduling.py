@@ -164,3 +164,23 @@ async def test_a_client_may_shorten_its_own_queue_wait() -> None:
             assert (await running).status_code == 200
         assert impatient.status_code == 503 and impatient.headers["retry-after"]
         assert "within 0.05s" in impatient.json()["error"]
+
+
+async def test_a_stream_is_charged_to_its_tenant_while_it_runs() -> None:
+    async with sim_fleet(NodeSpec(config=NodeConfig(speed=2.0, jitter=0.0))) as fleet:
+        queue = fleet.gw.fleet.scheduler.queue
+        async with httpx.AsyncClient(base_url=fleet.url, timeout=30) as client:
+            await client.post("/api/generate", json=BODY)  # load the model first
+            body = {**BODY, "stream": True, "options": {"num_predict": 400}}
+            headers = {"X-Corral-Tenant": "streamer"}
+            async with client.stream("POST", "/api/generate", json=body, headers=headers) as r:
+                seen = 0
+                async for _line in r.aiter_lines():
+                    seen += 1
+                    if seen == 200:
+                        # Half way: the prompt and about 200 output tokens (x2) are charged.
+                        mid = queue.counter("streamer")
+                final = queue.counter("streamer")
+        prompt = len(BODY["prompt"]) // 4
+        assert prompt + 2 * 150 <= mid < final
+        assert final >= prompt + 2 * 400
