@@ -128,7 +128,8 @@ class LoadCost:
     def victims(self, b: BackendState, model: str, now: float) -> list[str]:
         """The models Ollama would unload to make room for ``model`` on ``b``.
 
-        A load fits while both the loaded-models count (``max_loaded_models``) and,
+        A load fits while both the loaded-models count (the backend's own
+        ``max_loaded_models`` when configured, else the policy's) and,
         when known, the VRAM allow it; a model takes ``memory_factor`` x its size on
         disk (weights plus the KV cache of its parallel slots). Ollama unloads idle
         runners first, the one expiring soonest first, then busy ones.
@@ -149,7 +150,7 @@ class LoadCost:
                 if ready > now and m != model and m not in b.loaded:
                     resident.append((True, math.inf, m))
                     used += sizes.get(m) or default
-        over_count = len(resident) + 1 - self.max_loaded_models
+        over_count = len(resident) + 1 - (b.max_loaded_models or self.max_loaded_models)
         factor = self.memory_factor
         over_bytes = (
             (used + (sizes.get(model) or default)) * factor - vram if vram is not None else 0.0

@@ -238,13 +238,14 @@ class Scheduler:
         policy.on_dispatch(chosen, info, now)
         if self.breakers is not None:
             self.breakers.on_dispatch(chosen.name, info.model, now)
+        exclude = ticket.exclude
         ticket.decision = RouteDecision(
-            backend=chosen.name,
-            policy=policy.name,
-            reason=reason,
-            attempt=ticket.attempt,
-            queued_s=now - ticket.enqueued_at,
-            tried=tuple(sorted(ticket.exclude)),
+            chosen.name,
+            policy.name,
+            reason,
+            ticket.attempt,
+            now - ticket.enqueued_at,
+            tuple(sorted(exclude)) if exclude else (),
         )
         ticket.bound_at = now
         self._bound[ticket.seq] = ticket

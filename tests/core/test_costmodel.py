@@ -241,3 +241,26 @@ def test_a_stale_engine_queue_drains_as_our_requests_there_finish() -> None:
     queued.in_flight = queued.in_flight_by_model[M] = 8
     chosen, reason = p.select([queued, other], req(prompt_tokens=500), 11.0)
     assert chosen is queued and "0 waiting" in reason
+
+
+def test_a_backends_own_loaded_model_limit_foresees_the_eviction() -> None:
+    from corral.core.loadcost import LoadCost
+    from corral.core.policy_base import RouteStats
+
+    b = BackendState("a", "u", healthy=True, max_loaded_models=1)
+    b.models = frozenset({"x:latest", "y:latest"})
+    b.loaded = {"x:latest": 1e9}
+    costs = LoadCost(
+        RouteStats(),
+        load_base_s=1.0,
+        load_bytes_per_s=5e8,
+        default_model_bytes=4e9,
+        max_loaded_models=3,
+        evict_weight=0.5,
+        recent_s=120.0,
+        default_service_s=4.0,
+        memory_factor=1.4,
+    )
+    assert costs.victims(b, "y:latest", 0.0) == ["x:latest"]
+    b.max_loaded_models = None  # the policy's default (3): room for both
+    assert costs.victims(b, "y:latest", 0.0) == []
