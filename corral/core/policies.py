@@ -20,9 +20,9 @@ from typing import Any
 
 from corral.core.affinity import AFFINITY_OPTIONS, Affinity, Sticky
 from corral.core.costmodel import CorralPolicy
-from corral.core.policy_base import Hooks, Policy, RouteStats, free_only, one_line
+from corral.core.policy_base import Hooks, Learning, Policy, RouteStats, free_only, one_line
 from corral.core.scoring import ScorePolicy
-from corral.core.types import BackendState, Outcome, RequestInfo
+from corral.core.types import BackendState, RequestInfo
 
 __all__ = [
     "POLICIES",
@@ -161,7 +161,7 @@ class PowerOfTwo(Hooks):
         )
 
 
-class Latency(Hooks):
+class Latency(Learning):
     """Lowest EWMA time to first token per backend:model.
 
     A backend:model never measured, or not measured for ``stale_after_s``, counts
@@ -191,14 +191,6 @@ class Latency(Hooks):
         if best[0] == 0.0:
             return chosen, f"latency: exploring (no recent ttft), {chosen.in_flight} in flight"
         return chosen, f"latency: ewma ttft {best[0]:.3f}s, {chosen.in_flight} in flight"
-
-    def on_complete(
-        self, backend: BackendState, info: RequestInfo, outcome: Outcome, now: float
-    ) -> None:
-        self.stats.observe(backend.name, info.model, outcome, now)
-
-    def on_backend_removed(self, name: str) -> None:
-        self.stats.forget(name)
 
 
 POLICIES: Mapping[str, Callable[..., Policy]] = {

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from corral.core.types import BackendState, Outcome, RequestInfo
 
-__all__ = ["Hooks", "ModelStats", "Policy", "RouteStats", "free_only", "one_line"]
+__all__ = ["Hooks", "Learning", "ModelStats", "Policy", "RouteStats", "free_only", "one_line"]
 
 
 class Policy(Protocol):
@@ -61,6 +61,20 @@ class Hooks:
 
     def on_backend_removed(self, name: str) -> None:
         return None
+
+
+class Learning(Hooks):
+    """Hooks of a policy that learns per backend:model figures (``self.stats``)."""
+
+    stats: RouteStats
+
+    def on_complete(
+        self, backend: BackendState, info: RequestInfo, outcome: Outcome, now: float
+    ) -> None:
+        self.stats.observe(backend.name, info.model, outcome, now)
+
+    def on_backend_removed(self, name: str) -> None:
+        self.stats.forget(name)
 
 
 def free_only(candidates: Sequence[BackendState], model: str) -> Sequence[BackendState]:

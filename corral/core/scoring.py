@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from corral.core.policy_base import Hooks, ModelStats, RouteStats, free_only
-from corral.core.types import BackendState, Outcome, RequestInfo
+from corral.core.policy_base import Learning, ModelStats, RouteStats, free_only
+from corral.core.types import BackendState, RequestInfo
 
 __all__ = ["ScorePolicy", "recovered_success"]
 
@@ -36,7 +36,7 @@ def recovered_success(s: ModelStats | None, now: float, recovery_s: float) -> fl
     return 1.0 - (1.0 - s.success) * math.exp2(-age / recovery_s)
 
 
-class ScorePolicy(Hooks):
+class ScorePolicy(Learning):
     """Highest weighted score of latency, success rate, load and capacity."""
 
     name = "score"
@@ -92,11 +92,3 @@ class ScorePolicy(Hooks):
             f"score {best:.2f} (lat {lat:.2f} ok {ok:.2f} load {load:.2f} cap {cap:.2f})"
             f" best of {len(free)}"
         )
-
-    def on_complete(
-        self, backend: BackendState, info: RequestInfo, outcome: Outcome, now: float
-    ) -> None:
-        self.stats.observe(backend.name, info.model, outcome, now)
-
-    def on_backend_removed(self, name: str) -> None:
-        self.stats.forget(name)
