@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import statistics
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from corral.core.breakers import BreakerBoard
@@ -32,16 +32,12 @@ from corral.core.fairqueue import Ticket
 from corral.core.policies import make_policy
 from corral.core.retry import (
     NO_RESPONSE,
-    Backoff,
-    RetryBudget,
-    RetryDecision,
-    RetryPolicy,
-    Verdict,
     classify,
 )
 from corral.core.scheduler import Scheduler
-from corral.core.types import BackendState, EngineSignals, Outcome, RequestInfo
-from corral.fleetbench.metrics import Collector, RequestRecord, Result, Status, prefix_hit_bound
+from corral.core.types import BackendState, Outcome, RequestInfo
+from corral.fleetbench.gateway_view import VLLM_BLOCK, Retries, engine_prefix_bound, refresh
+from corral.fleetbench.metrics import Collector, RequestRecord, Result, Status
 from corral.fleetbench.nodes import SimNode
 from corral.fleetbench.scenario import Scenario
 from corral.fleetbench.workload import Arrival, engine_prefix
@@ -52,7 +48,6 @@ from corral.sim.vllm_kv import chain_hashes
 __all__ = ["Run", "Simulation", "simulate"]
 
 _ARRIVE, _RETRY, _PROBE, _FAULT_START, _FAULT_END, _EXPIRE = range(6)
-_VLLM_BLOCK = 16  # VllmConfig.block_size
 _HORIZON_S = 100_000.0  # virtual seconds past the last arrival: a stuck run, not a slow one
 
 
@@ -69,36 +64,6 @@ class _Req:
     dispatched_at: float = 0.0
     first_at: float | None = None
     done: bool = False
-
-
-class _Retries:
-    """The relay's retry rule: up to ``attempts`` tries, the gateway-wide
-    :class:`~corral.core.retry.RetryBudget` (unless ``budget`` is None) and a
-    full-jitter :class:`~corral.core.retry.Backoff` between tries."""
-
-    def __init__(
-        self, attempts: int, base: float, cap: float, budget: float | None, seed: int
-    ) -> None:
-        self.attempts = attempts
-        self.backoff = Backoff(base, cap, seed=seed)
-        self.policy = (
-            None
-            if budget is None
-            else RetryPolicy(attempts, budget=RetryBudget(budget), backoff=self.backoff)
-        )
-
-    def on_request(self, now: float) -> None:
-        if self.policy is not None:
-            self.policy.on_request(now)
-
-    def decide(
-        self, verdict: Verdict, attempt: int, now: float, *, streamed: bool, gone: bool
-    ) -> RetryDecision:
-        if self.policy is not None:
-            return self.policy.decide(verdict, attempt, now, streamed=streamed, backend_gone=gone)
-        if streamed or not verdict.transient or attempt >= self.attempts:
-            return RetryDecision(False, 0.0, verdict.reason)
-        return RetryDecision(True, self.backoff.delay(attempt), verdict.reason)
 
 
 @dataclass(slots=True)
@@ -150,7 +115,7 @@ class Simulation:
             node = self.nodes[spec.name]
             state.model_bytes = node.model_bytes()
             self.sched.add_backend(state)
-        self.retry = _Retries(
+        self.retry = Retries(
             gw.retry_attempts, gw.backoff_s, gw.backoff_max_s, gw.retry_budget, seed
         )
         self.collector = Collector(
@@ -258,7 +223,7 @@ class Simulation:
             prompt_tokens=a.prompt_tokens,
             prefix=chain_hashes(a.prefix),
         )
-        prefix = engine_prefix(a.prefix, block, _VLLM_BLOCK) if a.prefix else ()
+        prefix = engine_prefix(a.prefix, block, VLLM_BLOCK) if a.prefix else ()
         req = _Req(a, info, prefix)
         self._open += 1
         self.retry.on_request(now)
@@ -431,32 +396,7 @@ class Simulation:
     def _probe(self, now: float) -> None:
         sched = self.sched
         for name, node in self.nodes.items():
-            state = sched.backends[name]
-            seen = node.probe(now)
-            state.last_check_at = now
-            if seen is None:
-                state.healthy = False
-                state.consecutive_failures += 1
-                continue
-            state.healthy = True
-            state.last_ok_at = now
-            state.consecutive_failures = 0
-            sched.set_models(name, seen.models)
-            if node.kind == "vllm":
-                state.loaded = dict(seen.loaded)
-                state.signals = EngineSignals(
-                    running=seen.running,
-                    waiting=seen.waiting,
-                    kv_cache_usage=seen.kv_cache_usage,
-                    prefix_cache_queries=seen.prefix_queries,
-                    prefix_cache_hits=seen.prefix_hits,
-                    preemptions=seen.preemptions,
-                    at=now,
-                )
-            elif hasattr(sched, "set_loaded"):
-                sched.set_loaded(name, dict(seen.loaded))
-            else:
-                state.loaded = dict(seen.loaded)
+            refresh(sched, name, node.probe(now), now)
         loads = [float(s.in_flight) for s in sched.backends.values() if s.healthy]
         if loads and sum(loads) > 0:
             mean = statistics.fmean(loads)
@@ -485,14 +425,7 @@ class Simulation:
 
     def _finish(self) -> Run:
         sc = self.scenario
-        bound = None
-        if any(n.kind == "vllm" for n in sc.nodes) and any(a.prefix for a in self.arrivals):
-            block = sc.workload.block_tokens
-            engine = [
-                replace(a, prefix=engine_prefix(a.prefix, block, _VLLM_BLOCK))
-                for a in self.arrivals
-            ]
-            bound = prefix_hit_bound(engine, _VLLM_BLOCK)
+        bound = engine_prefix_bound(sc, self.arrivals)
         loads = sum(n.model_loads for n in self.nodes.values())
         result = self.collector.result(
             model_loads=loads, prefix_hit_bound=bound, backends=list(self.nodes)
