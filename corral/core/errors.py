@@ -10,6 +10,7 @@ The tree::
     │   ├── ModelNotFound            404     no backend holds the model
     │   └── RouteNotFound            404     unknown path
     ├── MethodNotAllowed             405
+    ├── Conflict                     409     the change clashes with what is stored (a taken name)
     ├── PayloadTooLarge              413     body over ``limits.max_body_bytes``
     ├── Unavailable                  503     nothing can take the request now (Retry-After)
     │   ├── NoHealthyBackend         503     backends hold the model but none is up
@@ -30,6 +31,7 @@ from typing import ClassVar
 
 __all__ = [
     "BadRequest",
+    "Conflict",
     "CorralError",
     "InvalidField",
     "InvalidJSON",
@@ -124,6 +126,11 @@ class RouteNotFound(NotFound):
 
 class MethodNotAllowed(CorralError):
     status = 405
+    openai_type = "invalid_request_error"
+
+
+class Conflict(CorralError):
+    status = 409
     openai_type = "invalid_request_error"
 
 

@@ -1,0 +1,159 @@
+"""The usage ledger: one row per request, written in batches, summed on demand.
+
+Writes are idempotent on ``request_id`` (insert-or-ignore, expressed with each
+dialect's ON CONFLICT DO NOTHING construct), so replaying a journal after a crash
+adds only what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from corral.adapters.store.db import Store, check_page
+from corral.adapters.store.records import UsageEntry, UsageTotal
+from corral.adapters.store.schema import UsageRow, UserRow
+from corral.core.errors import BadRequest
+
+__all__ = ["GroupBy", "query_usage", "record_usage_batch", "tokens_used"]
+
+GroupBy = Literal["user", "model", "day"]
+_TEXT_LIMITS = {"request_id": 64, "key_prefix": 16, "tenant": 128, "model": 256, "backend": 128}
+
+
+def _check_entry(entry: UsageEntry) -> dict[str, Any]:
+    if not entry.request_id:
+        raise BadRequest("a usage row needs a request_id", param="request_id")
+    if entry.time.tzinfo is None:
+        raise BadRequest("usage times must carry a timezone", param="time")
+    if entry.prompt_tokens < 0 or entry.completion_tokens < 0:
+        raise BadRequest("token counts must be 0 or more", param="tokens")
+    row = asdict(entry)
+    for name, limit in _TEXT_LIMITS.items():
+        value = row[name]
+        if isinstance(value, str) and len(value) > limit:
+            row[name] = value[:limit]  # a label too long to index is cut, not lost
+    reason = row["routing_reason"]
+    if isinstance(reason, str) and len(reason) > 256:
+        row["routing_reason"] = reason[:256]
+    return row
+
+
+async def record_usage_batch(store: Store, entries: Sequence[UsageEntry]) -> int:
+    """Write ``entries`` in one transaction; return how many were new.
+
+    A request_id already stored (or repeated in the batch) is skipped, not an error.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        rows.setdefault(entry.request_id, _check_entry(entry))
+    if not rows:
+        return 0
+    dialect_insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
+    statement = (
+        dialect_insert(UsageRow)
+        .on_conflict_do_nothing(index_elements=[UsageRow.request_id])
+        .returning(UsageRow.request_id)
+    )
+    async with store.write() as session:
+        inserted = await session.scalars(statement, list(rows.values()))
+        return len(inserted.all())
+
+
+def _check_range(since: datetime | None, until: datetime | None) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise BadRequest(f"{name} must carry a timezone", param=name)
+    if since is not None and until is not None and until < since:
+        raise BadRequest("until is before since", param="until")
+
+
+def _day(store: Store) -> ColumnElement[str]:
+    if store.dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", UsageRow.time), "YYYY-MM-DD")
+    return func.date(UsageRow.time)  # SQLite keeps naive UTC text, so date() is the UTC day
+
+
+def _filters(
+    user_id: int | None, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if user_id is not None:
+        where.append(UsageRow.user_id == user_id)
+    if since is not None:
+        where.append(UsageRow.time >= since)
+    if until is not None:
+        where.append(UsageRow.time < until)
+    return where
+
+
+async def query_usage(
+    store: Store,
+    *,
+    group_by: GroupBy = "model",
+    user: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[UsageTotal]:
+    """Requests and tokens in ``[since, until)``, per user name, model or UTC day.
+
+    With ``user``, only that user's rows. Rows of deleted or anonymous users group
+    under a None key.
+    """
+    check_page(limit, offset)
+    _check_range(since, until)
+    key: ColumnElement[Any]
+    if group_by == "user":
+        key = UserRow.name.expression
+    elif group_by == "model":
+        key = UsageRow.model.expression
+    elif group_by == "day":
+        key = _day(store)
+    else:
+        raise BadRequest("group_by must be user, model or day", param="group_by")
+    async with store.read() as session:
+        user_id = None
+        if user is not None:
+            user_id = await session.scalar(select(UserRow.id).where(UserRow.name == user))
+            if user_id is None:
+                return []
+        query = (
+            select(
+                key.label("key"),
+                func.count(UsageRow.id),
+                func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
+                func.coalesce(func.sum(UsageRow.completion_tokens), 0),
+            )
+            .select_from(UsageRow)
+            .outerjoin(UserRow, UsageRow.user_id == UserRow.id)
+            .where(*_filters(user_id, since, until))
+            .group_by(key)
+            .order_by(key)
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = (await session.execute(query)).all()
+    return [
+        UsageTotal(None if k is None else str(k), int(n), int(p), int(c)) for k, n, p, c in rows
+    ]
+
+
+async def tokens_used(
+    store: Store, user_id: int, since: datetime, until: datetime | None = None
+) -> int:
+    """Prompt plus completion tokens a user spent in ``[since, until)``."""
+    _check_range(since, until)
+    async with store.read() as session:
+        total = await session.scalar(
+            select(
+                func.coalesce(func.sum(UsageRow.prompt_tokens + UsageRow.completion_tokens), 0)
+            ).where(*_filters(user_id, since, until))
+        )
+    return int(total or 0)

@@ -1,0 +1,267 @@
+"""Token budgets: group defaults, per-user overrides, period counters, increase requests.
+
+A user's budget is their override if they have one (which may be "unlimited"), else
+their group's, else none. Spending is counted per user per period in
+``quota_periods`` so a restart keeps the count; the limits slice charges it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from corral.adapters.store.audit import insert_audit
+from corral.adapters.store.db import Store, check_page
+from corral.adapters.store.records import Budget, Page, QuotaRequest
+from corral.adapters.store.schema import (
+    PERIODS,
+    REQUEST_STATES,
+    GroupRow,
+    QuotaOverrideRow,
+    QuotaPeriodRow,
+    QuotaRequestRow,
+    UserRow,
+)
+from corral.adapters.store.users import user_row
+from corral.core.errors import BadRequest, Conflict, NotFound
+
+__all__ = [
+    "charge_period",
+    "clear_user_budget",
+    "decide_quota_request",
+    "effective_budget",
+    "file_quota_request",
+    "list_quota_requests",
+    "period_bounds",
+    "period_used",
+    "set_group_budget",
+    "set_user_budget",
+]
+
+MAX_REASON = 4000
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar ``period`` (day, week from Monday, month) holding ``now``."""
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    if period == "month":
+        start = day.replace(day=1)
+        end = (
+            start.replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else (start.replace(month=start.month + 1))
+        )
+        return start, end
+    raise BadRequest(f"budget period must be one of {', '.join(PERIODS)}", param="period")
+
+
+def _check_tokens(tokens: int | None) -> None:
+    if tokens is not None and tokens < 0:
+        raise BadRequest(f"token budget must be 0 or more, not {tokens}", param="token_budget")
+
+
+async def set_group_budget(
+    store: Store, group: str, tokens: int | None, period: str = "month"
+) -> None:
+    """The default budget of ``group``'s members (None: unlimited)."""
+    _check_tokens(tokens)
+    period_bounds(period, datetime.now(UTC))  # validates the name
+    async with store.write() as session:
+        row = await session.scalar(select(GroupRow).where(GroupRow.name == group))
+        if row is None:
+            raise NotFound(f"no group {group!r}", param="group")
+        row.token_budget, row.budget_period = tokens, period
+
+
+async def _set_override(session: AsyncSession, user_id: int, tokens: int | None, note: str) -> None:
+    row = await session.scalar(select(QuotaOverrideRow).where(QuotaOverrideRow.user_id == user_id))
+    if row is None:
+        session.add(QuotaOverrideRow(user_id=user_id, token_budget=tokens, note=note))
+    else:
+        row.token_budget, row.note = tokens, note
+    await session.flush()
+
+
+async def set_user_budget(store: Store, user: str, tokens: int | None, note: str = "") -> None:
+    """Give ``user`` their own budget (None: unlimited), replacing the group's."""
+    _check_tokens(tokens)
+    async with store.write() as session:
+        row = await user_row(session, user)
+        await _set_override(session, row.id, tokens, note[:MAX_REASON])
+
+
+async def clear_user_budget(store: Store, user: str) -> None:
+    """Drop ``user``'s override: the group's budget applies again."""
+    async with store.write() as session:
+        row = await user_row(session, user)
+        override = await session.scalar(
+            select(QuotaOverrideRow).where(QuotaOverrideRow.user_id == row.id)
+        )
+        if override is not None:
+            await session.delete(override)
+
+
+async def _budget(session: AsyncSession, user: UserRow) -> Budget:
+    group = None
+    if user.group_id is not None:
+        group = await session.get(GroupRow, user.group_id)
+    period = group.budget_period if group is not None else "month"
+    override = await session.scalar(
+        select(QuotaOverrideRow).where(QuotaOverrideRow.user_id == user.id)
+    )
+    if override is not None:
+        return Budget(override.token_budget, period, "user")
+    if group is not None and group.token_budget is not None:
+        return Budget(group.token_budget, period, "group")
+    return Budget(None, period, "none")
+
+
+async def effective_budget(store: Store, user: str) -> Budget:
+    async with store.read() as session:
+        return await _budget(session, await user_row(session, user))
+
+
+async def charge_period(
+    store: Store, user_id: int, start: datetime, end: datetime, tokens: int
+) -> int:
+    """Add ``tokens`` to the user's count for the period ``[start, end)``; return the total."""
+    if tokens < 0:
+        raise BadRequest("a charge must be 0 or more tokens", param="tokens")
+    bump = (
+        update(QuotaPeriodRow)
+        .where(QuotaPeriodRow.user_id == user_id, QuotaPeriodRow.period_start == start)
+        .values(used=QuotaPeriodRow.used + tokens)
+        .returning(QuotaPeriodRow.used)
+    )
+    async with store.write() as session:
+        used = await session.scalar(bump)
+        if used is None:
+            try:
+                async with session.begin_nested():
+                    session.add(
+                        QuotaPeriodRow(
+                            user_id=user_id, period_start=start, period_end=end, used=tokens
+                        )
+                    )
+                used = tokens
+            except IntegrityError:  # another writer opened the period first
+                used = await session.scalar(bump)
+    return int(used or 0)
+
+
+async def period_used(store: Store, user_id: int, start: datetime) -> int:
+    async with store.read() as session:
+        used = await session.scalar(
+            select(QuotaPeriodRow.used).where(
+                QuotaPeriodRow.user_id == user_id, QuotaPeriodRow.period_start == start
+            )
+        )
+    return int(used or 0)
+
+
+_Decider = aliased(UserRow)
+
+
+def _request(row: QuotaRequestRow, user: str, decider: str | None) -> QuotaRequest:
+    return QuotaRequest(
+        id=row.id,
+        user_id=row.user_id,
+        user_name=user,
+        amount=row.amount,
+        reason=row.reason,
+        status=row.status,
+        decided_by=decider,
+        decided_at=row.decided_at,
+        created_at=row.created_at,
+    )
+
+
+async def file_quota_request(
+    store: Store, user: str, amount: int, reason: str = ""
+) -> QuotaRequest:
+    """A user asks for ``amount`` more tokens per period; it waits for an admin."""
+    if amount <= 0:
+        raise BadRequest(f"the amount must be more than 0, not {amount}", param="amount")
+    if len(reason) > MAX_REASON:
+        raise BadRequest(f"the reason is over {MAX_REASON} characters", param="reason")
+    async with store.write() as session:
+        owner = await user_row(session, user)
+        row = QuotaRequestRow(user_id=owner.id, amount=amount, reason=reason, status="pending")
+        session.add(row)
+        await session.flush()
+    return _request(row, user, None)
+
+
+async def list_quota_requests(
+    store: Store,
+    *,
+    status: str | None = None,
+    user: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Page[QuotaRequest]:
+    check_page(limit, offset)
+    if status is not None and status not in REQUEST_STATES:
+        raise BadRequest(f"status must be one of {', '.join(REQUEST_STATES)}", param="status")
+    query = (
+        select(QuotaRequestRow, UserRow.name, _Decider.name)
+        .join(UserRow, QuotaRequestRow.user_id == UserRow.id)
+        .outerjoin(_Decider, QuotaRequestRow.decided_by == _Decider.id)
+    )
+    if status is not None:
+        query = query.where(QuotaRequestRow.status == status)
+    if user is not None:
+        query = query.where(UserRow.name == user)
+    query = query.order_by(QuotaRequestRow.id).limit(limit + 1).offset(offset)
+    async with store.read() as session:
+        rows = (await session.execute(query)).all()
+    found = [_request(row, name, decider) for row, name, decider in rows]
+    return Page(found[:limit], limit, offset, more=len(found) > limit)
+
+
+async def decide_quota_request(
+    store: Store, request_id: int, *, approve: bool, decided_by: str
+) -> QuotaRequest:
+    """Approve (raising the user's own budget by the amount) or deny a pending request.
+
+    The decision, the budget change and the audit event commit together or not at all.
+    """
+    now = datetime.now(UTC)
+    async with store.write() as session:
+        admin = await user_row(session, decided_by)
+        row = await session.get(QuotaRequestRow, request_id)
+        if row is None:
+            raise NotFound(f"no quota request {request_id}", param="id")
+        if row.status != "pending":
+            raise Conflict(f"quota request {request_id} is already {row.status}")
+        owner = await session.get(UserRow, row.user_id)
+        assert owner is not None  # the foreign key cascades deletes
+        before = await _budget(session, owner)
+        if approve and before.tokens is not None:
+            await _set_override(
+                session, owner.id, before.tokens + row.amount, f"quota request {request_id}"
+            )
+        row.status = "approved" if approve else "denied"
+        row.decided_by, row.decided_at = admin.id, now
+        after = await _budget(session, owner)
+        await insert_audit(
+            session,
+            decided_by,
+            f"quota_request.{row.status}",
+            owner.name,
+            before={"token_budget": before.tokens, "source": before.source},
+            after={"token_budget": after.tokens, "source": after.source},
+            time=now,
+        )
+        await session.flush()
+        return _request(row, owner.name, admin.name)
