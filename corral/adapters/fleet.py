@@ -208,22 +208,16 @@ class Fleet:
         except Exception as exc:  # any failure of a probe marks the backend down
             self._mark_down(state, f"probe failed: {exc or type(exc).__name__}", now)
             return
-        state.last_check_at = state.last_ok_at = now
-        state.consecutive_failures = 0
-        state.last_error = None
+        placed = None
         if entries is not None:
             self._models_read_at[name] = now
             placed = self.models.backend_models(name, entries)
             self.tag_entries[name] = {key: entries[m.source] for key, m in placed.items()}
-            self.scheduler.set_models(name, placed)
             state.model_bytes = {
                 key: int(entries[m.source].get("size") or 0) for key, m in placed.items()
             }
-        if resident is not None:
-            self.scheduler.set_loaded(name, resident)
-        if not state.healthy:
+        if self.scheduler.probed(name, now, models=placed, loaded=resident):
             log.info("backend %s is up (%d models)", name, len(state.models))
-            state.healthy = True
             self._pump()
 
     async def _read_signals(self, state: BackendState, transport: Transport, now: float) -> None:
@@ -267,12 +261,8 @@ class Fleet:
         return version if isinstance(version, str) else None
 
     def _mark_down(self, state: BackendState, why: str, now: float) -> None:
-        state.last_check_at = now
-        state.consecutive_failures += 1
-        state.last_error = why
-        if state.healthy:
+        if self.scheduler.unreachable(state.name, now, why):
             log.warning("backend %s is down: %s", state.name, why)
-        state.healthy = False
 
     def report_unreachable(self, name: str, why: str) -> None:
         """A request could not connect: take the backend out now, probe it soon."""

@@ -126,6 +126,45 @@ class Scheduler:
         elif state.loaded:
             state.loaded = {m: t for m, t in state.loaded.items() if m in new}
 
+    def probed(
+        self,
+        name: str,
+        now: float,
+        *,
+        models: Iterable[str] | None = None,
+        loaded: dict[str, float] | None = None,
+    ) -> bool:
+        """A health probe of ``name`` succeeded (with what it read, if anything).
+
+        Returns True when the backend was down: the caller then pumps the queue.
+        """
+        state = self.backends.get(name)
+        if state is None:
+            return False
+        state.last_check_at = state.last_ok_at = now
+        state.consecutive_failures = 0
+        state.last_error = None
+        if models is not None:
+            self.set_models(name, models)
+        if loaded is not None:
+            self.set_loaded(name, loaded)
+        came_back = not state.healthy
+        state.healthy = True
+        return came_back
+
+    def unreachable(self, name: str, now: float, why: str) -> bool:
+        """A probe or a request could not reach ``name``: it takes nothing until a
+        probe succeeds. Returns True when it was up until now."""
+        state = self.backends.get(name)
+        if state is None:
+            return False
+        state.last_check_at = now
+        state.consecutive_failures += 1
+        state.last_error = why
+        was_up = state.healthy
+        state.healthy = False
+        return was_up
+
     def set_loaded(self, name: str, resident: dict[str, float]) -> None:
         """What the backend says is in memory now (Ollama /api/ps), with expiry times."""
         state = self.backends.get(name)

@@ -302,7 +302,7 @@ class Simulation:
         )
         req.ticket = None
         if kind == "connect":
-            self.sched.backends[backend].healthy = False  # the relay's report_unreachable
+            self.sched.unreachable(backend, now, "connect refused")  # report_unreachable
         breakers = self.sched.breakers
         if status == 503 and isinstance(breakers, BreakerBoard):
             # The relay's cool_down: a fast 503 must not attract more requests.

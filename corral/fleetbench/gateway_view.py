@@ -1,9 +1,10 @@
 """What the simulated gateway knows and does around the scheduler, as the live one does.
 
 :func:`refresh` is the health probe: what ``corral.adapters.fleet`` reads from a
-backend (up or down, its models, what is resident, vLLM's engine signals) written
-into the scheduler's state. :class:`Retries` is the relay's retry rule. And
-:func:`engine_prefix_bound` is the infinite-cache prefix bound in vLLM's own blocks.
+backend (up or down, its models, what is resident, vLLM's engine signals), handed
+to the scheduler through the same calls the live fleet makes. :class:`Retries` is
+the relay's retry rule. And :func:`engine_prefix_bound` is the infinite-cache
+prefix bound in vLLM's own blocks.
 """
 
 from __future__ import annotations
@@ -25,18 +26,12 @@ VLLM_BLOCK = 16  # VllmConfig.block_size
 
 def refresh(sched: Scheduler, name: str, seen: Probe | None, now: float) -> None:
     """One probe of backend ``name``: ``seen`` is what it answered (None: no answer)."""
-    state = sched.backends[name]
-    state.last_check_at = now
     if seen is None:
-        state.healthy = False
-        state.consecutive_failures += 1
+        sched.unreachable(name, now, "probe failed")
         return
-    state.healthy = True
-    state.last_ok_at = now
-    state.consecutive_failures = 0
-    sched.set_models(name, seen.models)
+    state = sched.backends[name]
     if state.kind == "openai":
-        state.loaded = dict(seen.loaded)
+        sched.probed(name, now, models=seen.models)
         state.signals = EngineSignals(
             running=seen.running,
             waiting=seen.waiting,
@@ -47,7 +42,7 @@ def refresh(sched: Scheduler, name: str, seen: Probe | None, now: float) -> None
             at=now,
         )
     else:
-        sched.set_loaded(name, dict(seen.loaded))
+        sched.probed(name, now, models=seen.models, loaded=dict(seen.loaded))
 
 
 def engine_prefix_bound(scenario: Scenario, arrivals: list[Arrival]) -> float | None:
