@@ -25,6 +25,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def db() -> None:
+    """The database: users, keys, usage and audit (SQLite by default, or PostgreSQL)."""
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/corral``, else ``~/.local/share/corral``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")

@@ -66,9 +66,10 @@ def _make_parent(database: str) -> None:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # The driver's own transaction handling starts transactions late (at the first
-    # write) and lets a SAVEPOINT commit on release; SQLAlchemy emits BEGIN instead
-    # (the recipe in its SQLite dialect docs), so transactions and savepoints hold.
+    # The driver's own transaction handling starts a transaction only at the first
+    # write, so earlier reads and DDL run outside it; SQLAlchemy emits BEGIN instead
+    # (the recipe in its SQLite dialect docs): reads, writes, savepoints and a
+    # migration's DDL then share one transaction.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in _SQLITE_PRAGMAS:
