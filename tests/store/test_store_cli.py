@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from corral.adapters.store import Store
 from corral.adapters.store.cli import app, default_database_url
-from corral.adapters.store.db import _head
+from corral.adapters.store.db import head_revision
 
 
 def test_db_upgrade_migrates_a_new_sqlite_file_and_says_where(tmp_path: Path) -> None:
@@ -19,10 +19,10 @@ def test_db_upgrade_migrates_a_new_sqlite_file_and_says_where(tmp_path: Path) ->
     runner = CliRunner()
     first = runner.invoke(app, ["upgrade", "--database-url", url])
     assert first.exit_code == 0, first.output
-    assert f"is at revision {_head()}" in first.output
+    assert f"is at revision {head_revision()}" in first.output
     assert where.exists()
     again = runner.invoke(app, ["upgrade"], env={"CORRAL_DATABASE_URL": url})
-    assert again.exit_code == 0 and f"is at revision {_head()}" in again.output
+    assert again.exit_code == 0 and f"is at revision {head_revision()}" in again.output
 
     async def check() -> bool:
         store = await Store.open(url)

@@ -128,3 +128,27 @@ async def test_a_gateway_usage_record_becomes_a_row(store: Store) -> None:
     assert (row.time, row.prompt_tokens, row.ttft_ms, row.duration_ms) == (T0, 0, 250.0, 1500.0)
     assert row.tenant == "team-a" and row.tokens_estimated
     assert await ledger.record_usage_batch(store, [row]) == 1
+
+
+async def test_a_large_batch_is_written_whole(store: Store) -> None:
+    batch = [entry(i, user_id=None) for i in range(2500)]
+    assert await ledger.record_usage_batch(store, batch) == 2500
+    assert await ledger.record_usage_batch(store, batch[::2]) == 0
+    [total] = await ledger.query_usage(store, group_by="model")
+    assert (total.requests, total.prompt_tokens) == (2500, 25_000)
+
+
+async def test_concurrent_writers_all_land(store: Store) -> None:
+    import asyncio
+
+    from corral.adapters.store import quota
+
+    made = await asyncio.gather(*(users.create_user(store, f"u{i}") for i in range(20)))
+    start, end = quota.period_bounds("day", T0)
+    # Twenty charges race to open the same period: one inserts, the rest add to it.
+    totals = await asyncio.gather(
+        *(quota.charge_period(store, made[0].id, start, end, 10) for _ in range(20))
+    )
+    assert max(totals) == 200 and sorted(totals) == list(range(10, 201, 10))
+    assert await quota.period_used(store, made[0].id, start) == 200
+    assert (await users.list_users(store)).items.__len__() == 20

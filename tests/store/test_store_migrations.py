@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
 from corral.adapters.store import Store
-from corral.adapters.store.db import _head
+from corral.adapters.store.db import head_revision
 from corral.adapters.store.schema import metadata
 from tests.store.conftest import fresh_store
 
@@ -43,7 +43,7 @@ async def test_upgrade_reaches_head_and_a_second_upgrade_is_a_no_op(
     async with fresh_store(kind, tmp_path) as store:
         assert not await store.migrated()
         assert await store.current_revision() is None
-        head = _head()
+        head = head_revision()
         assert head is not None
         assert await store.upgrade() == head
         assert await store.migrated()

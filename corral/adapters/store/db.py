@@ -31,7 +31,7 @@ from sqlalchemy.pool import StaticPool
 
 from corral.core.errors import BadRequest, Conflict
 
-__all__ = ["MIGRATIONS", "Store", "check_page"]
+__all__ = ["MAX_PAGE", "MIGRATIONS", "Store", "alembic_config", "check_page", "head_revision"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MAX_PAGE = 1000
@@ -57,7 +57,7 @@ def alembic_config() -> Config:
     return cfg
 
 
-def _head() -> str | None:
+def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -156,7 +156,7 @@ class Store:
 
     async def migrated(self) -> bool:
         """True when the database is at the newest migration this code knows."""
-        return await self.current_revision() == _head()
+        return await self.current_revision() == head_revision()
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[None]:
