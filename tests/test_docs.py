@@ -15,8 +15,11 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def cli_options() -> list[tuple[str, str]]:
     cli._register_sim()
-    if "bench" not in {g.name for g in cli.app.registered_groups}:
+    groups = {g.name for g in cli.app.registered_groups}
+    if "bench" not in groups:
         cli._register_bench()
+    if "db" not in groups:
+        cli._register_db()
     group = typer.main.get_command(cli.app)
     found: list[tuple[str, str]] = []
     # Typer bundles its own click, so look at the objects' shape, not their classes.

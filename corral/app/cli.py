@@ -101,10 +101,17 @@ def _register_bench() -> None:
     app.add_typer(bench, name="bench")
 
 
+def _register_db() -> None:
+    from corral.adapters.store.cli import app as db
+
+    app.add_typer(db, name="db")
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _register_sim()
     _register_bench()
+    _register_db()
     app()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
@@ -19,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from corral.config.base import Seconds, _Section
+from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.core.models import LogicalModel
 from corral.core.names import normalize_model
@@ -418,6 +419,20 @@ class Settings(_Section):
 
     host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
     port: int = Field(default=8088, ge=1, le=65535, description="TCP port to listen on.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where Corral keeps its state (the SQLite database, the server secret).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="The store: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB; "
+        "unset = <data_dir>/corral.db.",
+    )
+    secret_file: Path | None = Field(
+        default=None,
+        description="The server secret API-key digests are keyed with; unset = "
+        "<data_dir>/secret.key (made on first start, mode 0600).",
+    )
     backends: list[BackendConfig] = Field(default_factory=list, description="LLM servers.")
     models: list[LogicalModelConfig] = Field(
         default_factory=list, description="Logical models: one name across backends."

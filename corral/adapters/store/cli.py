@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from corral.adapters.store.db import Store
+from corral.config.base import default_data_dir
 from corral.core.errors import CorralError
 
 __all__ = ["app", "default_data_dir", "default_database_url"]
@@ -28,12 +27,6 @@ app = typer.Typer(
 @app.callback()
 def db() -> None:
     """The database: users, keys, usage and audit (SQLite by default, or PostgreSQL)."""
-
-
-def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/corral``, else ``~/.local/share/corral``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "corral"
 
 
 def default_database_url() -> str:
@@ -56,7 +49,7 @@ def upgrade(
             "--database-url",
             envvar="CORRAL_DATABASE_URL",
             help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB "
-            "[default: corral.db in the data directory].",
+            "(default: corral.db in the data directory).",
             show_default=False,
         ),
     ] = None,
