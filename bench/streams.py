@@ -312,6 +312,7 @@ async def measure(
     be = tree_cpu_seconds(backend_pid) - be0
     me = time.process_time() - me0
     out: dict[str, Any] = {
+        "window": (t0, t0 + wall),
         "secs": round(wall, 3),
         "chunks": rec.chunks,
         "chunks_per_s": rec.chunks / wall,
@@ -394,7 +395,14 @@ class Rig:
         argv = [corral_exe(), "serve", "--port", str(port), "--config", str(config)]
         print(f"  starting: {shlex.join(pin(argv, self.gw_cpus))}", flush=True)
         log = self.workdir / f"corral-{case.backend}.log"
-        proc = self.children.start(pin(argv, self.gw_cpus), log=log, cwd=self.workdir)
+        env = None
+        if self.args.gc_probe:  # time every collection in the gateway (bench/gcprobe)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (env.get("PYTHONPATH", ""), str(HERE / "gcprobe")) if p
+            )
+            env["GCPROBE_OUT"] = str(self.workdir / f"gc-{port}.json")
+        proc = self.children.start(pin(argv, self.gw_cpus), log=log, cwd=self.workdir, env=env)
         path = "/api/tags" if case.client == "ollama" else "/v1/models"
         try:
             wait_until(
@@ -431,6 +439,36 @@ async def one_stream(port: int, dialect: str) -> dict[str, Any]:
         "clean": end in data and b'"error"' not in data,
         "bytes": len(data),
     }
+
+
+def gc_pauses(path: Path, results: list[dict[str, Any]]) -> None:
+    """Add the gateway's GC pauses inside each result's window (from bench/gcprobe)."""
+    try:
+        events = json.loads(path.read_text())["events"]
+    except (OSError, ValueError, KeyError):
+        return
+    for r in results:
+        t0, t1 = r["window"]
+        per: dict[str, Any] = {}
+        for gen in (0, 1, 2):
+            ms = sorted(e[2] * 1000 for e in events if e[1] == gen and t0 <= e[0] <= t1)
+            per[f"gen{gen}"] = {
+                "n_per_s": len(ms) / (t1 - t0),
+                "p50_ms": pct(ms, 50) if ms else 0.0,
+                "max_ms": ms[-1] if ms else 0.0,
+                "total_ms_per_s": sum(ms) / (t1 - t0),
+            }
+        r["gc"] = per
+
+
+def gc_line(r: dict[str, Any]) -> str:
+    g = r.get("gc")
+    if not g:
+        return ""
+    return "  gc " + "  ".join(
+        f"g{n}: {v['n_per_s']:.1f}/s p50 {v['p50_ms']:.2f} max {v['max_ms']:.1f} ms"
+        for n, v in ((n, g[f"gen{n}"]) for n in (0, 1, 2))
+    )
 
 
 # ---- the benchmark ---------------------------------------------------------------
@@ -772,6 +810,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=0.5, help="extra seconds after the starts")
     ap.add_argument("--spread", type=float, default=1.5, help="starts spread over (at most) s")
     ap.add_argument("--py-spy", action="store_true", help="profile Corral in the big via run")
+    ap.add_argument("--gc-probe", action="store_true", help="time Corral's GC pauses per window")
     ap.add_argument("--quick", action="store_true", help="short windows: under 90 s")
     ap.add_argument("--max-concurrency", type=int, default=2000)
     ap.add_argument("--gateway-cpus", default="0")

@@ -3,6 +3,11 @@
     git archive HEAD~1 corral | tar -x -C /tmp/base        # the "before" tree
     .venv/bin/python bench/streams_ab.py --trees base=/tmp/base,new=. --cases a,b
     .venv/bin/python bench/streams_ab.py --loads 100x20,1000x100 --reps 3
+    .venv/bin/python bench/streams_ab.py --loads 1000x50 --direct --gc-probe
+
+``--direct`` also runs each load straight at the backend (the rig's own delays);
+``--gc-probe`` times every collection in the gateways (bench/gcprobe) and prints the
+pauses inside each window as an HTML comment under the table.
 
 Both gateways run at once on the gateway core (each started with its tree first on
 PYTHONPATH), behind one paced backend (bench/stream_backend.py); only one is loaded at
@@ -18,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -50,12 +56,25 @@ async def run(
             for load in ab.loads.split(","):
                 n, interval = load.split("x")
                 for rep in range(ab.reps):
+                    if ab.direct:  # the rig alone: what the backend and clients add
+                        r = await bench.paced(
+                            rig.backend_port, case.backend, int(n), float(interval), None
+                        )
+                        results.setdefault((name, load, "direct"), []).append(r)
+                        bench.log(f"{name} {load} direct", r)
                     for tree, proc, port in gateways if rep % 2 == 0 else gateways[::-1]:
                         r = await bench.paced(port, case.client, int(n), float(interval), proc.pid)
                         results.setdefault((name, load, tree), []).append(r)
                         bench.log(f"{name} {load} {tree}", r)
-            for _, proc, _ in gateways:
+            for tree, proc, port in gateways:
+                if args.gc_probe:  # uvicorn re-raises SIGTERM after shutdown: no atexit
+                    os.kill(proc.pid, signal.SIGUSR2)
+                    await asyncio.sleep(1.0)
                 rig.children.stop(proc)
+                mine = [
+                    r for (c, _, t), rs in results.items() if c == name and t == tree for r in rs
+                ]
+                streams.gc_pauses(rig.workdir / f"gc-{port}.json", mine)
     finally:
         rig.children.stop_all()
     return results
@@ -67,6 +86,7 @@ def main() -> int:
     ap.add_argument("--cases", default="a", help="as in streams.py: a,b,c,d or names")
     ap.add_argument("--loads", default="100x20,1000x100", help="streams x interval ms, ...")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--direct", action="store_true", help="also each load direct to the backend")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per window")
     ab, rest = ap.parse_known_args()
     args = streams.parse_args(
@@ -80,17 +100,24 @@ def main() -> int:
         uvloop = None  # type: ignore[assignment]
     trees = [(t, str(Path(p).resolve())) for t, p in (x.split("=", 1) for x in ab.trees.split(","))]
     results = (uvloop.run if uvloop is not None else asyncio.run)(run(ab, args, trees))
-    print("\n| case | load | tree | µs/chunk per run | median | usr | sys | inter-chunk p99 ms |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print(
+        "\n| case | load | tree | µs/chunk per run | median | usr | sys "
+        "| inter-chunk p99 ms | first chunk p99 ms |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for (name, load, tree), rs in results.items():
-        us = [r["gw_cpu_us_per_chunk"] for r in rs]
+        us = [r.get("gw_cpu_us_per_chunk", 0.0) for r in rs]
         print(
             f"| {name} | {load} | {tree} | {' '.join(f'{u:.1f}' for u in us)} "
             f"| {statistics.median(us):.1f} "
-            f"| {statistics.median(r['gw_user_us_per_chunk'] for r in rs):.1f} "
-            f"| {statistics.median(r['gw_sys_us_per_chunk'] for r in rs):.1f} "
-            f"| {statistics.median(r['icd_ms'][99] for r in rs):.2f} |"
+            f"| {statistics.median(r.get('gw_user_us_per_chunk', 0.0) for r in rs):.1f} "
+            f"| {statistics.median(r.get('gw_sys_us_per_chunk', 0.0) for r in rs):.1f} "
+            f"| {statistics.median(r['icd_ms'][99] for r in rs):.2f} "
+            f"| {statistics.median(r['ttft_ms'][99] for r in rs):.1f} |"
         )
+        for r in rs:
+            if r.get("gc"):
+                print(f"<!-- {name} {load} {tree}:{streams.gc_line(r)} -->")
     return 0
 
 

@@ -13,6 +13,7 @@ import uvicorn
 
 from corral.app.factory import create_app
 from corral.app.gateway import Gateway
+from corral.app.listener import Server
 from corral.config import load_settings
 from corral.core.policies import POLICIES
 from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
@@ -61,7 +62,7 @@ async def run_gateway(
     config = uvicorn.Config(
         app, loop="none", http="httptools", lifespan="on", access_log=False, log_level="warning"
     )
-    server = uvicorn.Server(config)
+    server = Server(config)  # Corral's accept loop, as `corral serve` runs it
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
