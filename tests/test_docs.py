@@ -20,6 +20,8 @@ def cli_options() -> list[tuple[str, str]]:
         cli._register_bench()
     if "db" not in groups:
         cli._register_db()
+    if "users" not in groups:
+        cli._register_admin()
     group = typer.main.get_command(cli.app)
     found: list[tuple[str, str]] = []
     # Typer bundles its own click, so look at the objects' shape, not their classes.

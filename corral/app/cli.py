@@ -107,11 +107,22 @@ def _register_db() -> None:
     app.add_typer(db, name="db")
 
 
+def _register_admin() -> None:
+    from corral.adapters.store.admin_cli import groups_app, keys_app, users_app
+
+    app.add_typer(users_app, name="users")
+    app.add_typer(groups_app, name="groups")
+    app.add_typer(keys_app, name="keys")
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic announces its plugins at INFO on import: noise on every command's stderr.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     _register_sim()
     _register_bench()
     _register_db()
+    _register_admin()
     app()

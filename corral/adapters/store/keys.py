@@ -22,13 +22,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.adapters.store.db import Store
-from corral.adapters.store.records import ApiKey, NewKey, User, check_name
+from corral.adapters.store.db import Store, check_page
+from corral.adapters.store.records import ApiKey, NewKey, Page, User, check_name
 from corral.adapters.store.schema import SCOPES, ApiKeyRow, UserRow
 from corral.adapters.store.users import get_user, insert_user, user_row
 from corral.core.errors import BadRequest, NotFound
 
 __all__ = [
+    "ADMIN_KEY_ENV",
     "KEY_RE",
     "active_keys",
     "create_key",
@@ -36,6 +37,7 @@ __all__ = [
     "find_key",
     "find_key_by_digest",
     "key_digest",
+    "list_all_keys",
     "list_keys",
     "load_or_create_secret",
     "new_key_text",
@@ -43,6 +45,9 @@ __all__ = [
     "revoke_key",
 ]
 
+# An admin key taken from the environment, for automation; the auth slice honours it
+# (docs/store.md says how). It is never written to the database.
+ADMIN_KEY_ENV = "CORRAL_ADMIN_KEY"
 KEY_RE = re.compile(r"crl_([a-z0-9]{8})_([A-Za-z0-9]{40})")
 MIN_SECRET = 32
 MAX_ALLOWED_MODELS = 1000
@@ -184,11 +189,12 @@ async def create_user_with_key(
     *,
     role: str = "user",
     group: str | None = None,
+    password_hash: str | None = None,
     **key_options: object,
 ) -> tuple[User, NewKey]:
     """A user and their first key in one transaction: both or neither."""
     async with store.write() as session:
-        user = await insert_user(session, name, role=role, group=group)
+        user = await insert_user(session, name, role=role, group=group, password_hash=password_hash)
         new = await insert_key(session, user, server_secret, **key_options)  # type: ignore[arg-type]
     return await get_user(store, name), new
 
@@ -219,6 +225,23 @@ async def list_keys(store: Store, user_name: str) -> list[ApiKey]:
             select(ApiKeyRow).where(ApiKeyRow.user_id == user.id).order_by(ApiKeyRow.id)
         )
         return [_key(row, user.name) for row in rows]
+
+
+async def list_all_keys(store: Store, *, limit: int = 100, offset: int = 0) -> Page[ApiKey]:
+    """Everyone's keys, one page at a time, by owner then age."""
+    check_page(limit, offset)
+    async with store.read() as session:
+        rows = (
+            await session.execute(
+                select(ApiKeyRow, UserRow.name)
+                .join(UserRow, ApiKeyRow.user_id == UserRow.id)
+                .order_by(UserRow.name, ApiKeyRow.id)
+                .limit(limit + 1)
+                .offset(offset)
+            )
+        ).all()
+    found = [_key(row, name) for row, name in rows]
+    return Page(found[:limit], limit, offset, more=len(found) > limit)
 
 
 async def active_keys(store: Store, now: datetime) -> dict[str, ApiKey]:

@@ -28,6 +28,7 @@ __all__ = [
     "create_user",
     "get_group",
     "get_user",
+    "hash_password",
     "insert_user",
     "list_groups",
     "list_users",
@@ -260,6 +261,11 @@ async def _hash(password: str, hasher: PasswordHasher) -> str:
     if not password or len(password) > MAX_PASSWORD:
         raise BadRequest(f"a password must be 1 to {MAX_PASSWORD} characters", param="password")
     return await asyncio.to_thread(hasher.hash, password)
+
+
+async def hash_password(password: str, hasher: PasswordHasher = DEFAULT_HASHER) -> str:
+    """An argon2 hash of ``password`` for `insert_user` (1 to 1024 characters, else BadRequest)."""
+    return await _hash(password, hasher)
 
 
 async def set_password(
