@@ -32,7 +32,7 @@ def fleet(
         typer.Option(
             "--scenario",
             "-s",
-            help="multi-model, shared-prefix, tenants, flapping, or a scenario YAML path.",
+            help="multi-model, shared-prefix, tenants, flapping, code-burst, or a YAML path.",
         ),
     ] = "multi-model",
     policy: Annotated[

@@ -29,7 +29,7 @@ __all__ = [
     "parse_scenario",
 ]
 
-SCENARIOS = ("multi-model", "shared-prefix", "tenants", "flapping")
+SCENARIOS = ("multi-model", "shared-prefix", "tenants", "flapping", "code-burst")
 
 
 @dataclass(frozen=True, slots=True)
