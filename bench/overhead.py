@@ -84,16 +84,29 @@ class Target:
     auth: str | None = None
 
 
-def corral_target(max_concurrency: int | None, api: str = "ollama") -> Target:
+def corral_target(max_concurrency: int | None, api: str = "ollama", auth: bool = False) -> Target:
     exe = REPO / ".venv" / "bin" / "corral"
     exe_s = str(exe) if exe.exists() else (shutil.which("corral") or "corral")
     argv = [exe_s, "serve", "--port", "{port}", "--log-level", "warning"]
     cwd = Path(tempfile.mkdtemp(prefix="corral-bench-gw-"))
+    # The gateway's database and secret live in the temp dir, never the real home's.
+    env = {"CORRAL_DATA_DIR": str(cwd)}
+    key = None
+    if auth:  # API keys on: one user's key, made with the CLI, sent by wrk (BENCH_AUTH)
+        made = subprocess.run(
+            [exe_s, "users", "create", "bench"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = made.stdout.strip()
+        env["CORRAL_AUTH__MODE"] = "on"
+    suffix = "-auth" if auth else ""
     if max_concurrency is None:  # as shipped: --backend URL (4 slots for an Ollama backend)
-        return Target("corral", [*argv, "--backend", "{backend}"], api, {}, cwd)
-    backends = json.dumps([{"url": "{backend}", "max_concurrency": max_concurrency}])
-    env = {"CORRAL_BACKENDS": backends}
-    return Target(f"corral-slots{max_concurrency}", argv, api, env, cwd)
+        return Target(f"corral{suffix}", [*argv, "--backend", "{backend}"], api, env, cwd, key)
+    env["CORRAL_BACKENDS"] = json.dumps([{"url": "{backend}", "max_concurrency": max_concurrency}])
+    return Target(f"corral-slots{max_concurrency}{suffix}", argv, api, env, cwd, key)
 
 
 def fill(text: str, port: int, backend: str) -> str:
@@ -220,11 +233,8 @@ class Bench:
             pin(argv, self.gw_cpus), log=log, cwd=t.cwd, env={**os.environ, **env}
         )
         url = f"http://127.0.0.1:{port}"
-        if t.api == "ollama":
-            ready_path, auth_headers = "/api/tags", {}
-        else:
-            auth_headers = {"Authorization": f"Bearer {t.auth}"} if t.auth else {}
-            ready_path = "/v1/models"
+        auth_headers = {"Authorization": f"Bearer {t.auth}"} if t.auth else {}
+        ready_path = "/api/tags" if t.api == "ollama" else "/v1/models"
         try:
             waited = wait_until(
                 lambda: b"bench" in http_get(url + ready_path, auth_headers),
@@ -465,6 +475,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="Corral only: backend max_concurrency (default: as shipped, 4 for Ollama)",
     )
+    ap.add_argument(
+        "--auth", action="store_true", help="Corral with API keys on (a key made by the CLI)"
+    )
     ap.add_argument("--modes", default="nonstream,stream", help="nonstream,stream")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per side")
@@ -498,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.litellm:
         target = litellm_target(args)
     else:
-        target = corral_target(args.corral_slots, args.api or "ollama")
+        target = corral_target(args.corral_slots, args.api or "ollama", auth=args.auth)
     if args.name:
         target.name = args.name
     if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):

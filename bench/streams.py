@@ -391,6 +391,7 @@ class Rig:
             "limits:\n"
             f"  max_streams: {self.args.max_concurrency}\n"
             "log_level: warning\n"
+            f"data_dir: {self.workdir / 'data'}\n"  # the store, never the real home's
         )
         argv = [corral_exe(), "serve", "--port", str(port), "--config", str(config)]
         print(f"  starting: {shlex.join(pin(argv, self.gw_cpus))}", flush=True)

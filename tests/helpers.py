@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -11,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from corral.adapters.store import Store
 from corral.app.factory import create_app
 from corral.app.gateway import Gateway
 from corral.app.listener import Server
@@ -45,16 +48,44 @@ class RunningGateway:
 
 @asynccontextmanager
 async def run_gateway(
-    backends: list[str] | list[dict[str, Any]], **overrides: Any
+    backends: list[str] | list[dict[str, Any]],
+    *,
+    store: Store | None = None,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningGateway]:
-    """A gateway over real sockets, configured like ``corral serve --backend ...``."""
+    """A gateway over real sockets, configured like ``corral serve --backend ...``.
+
+    Each gets a data directory of its own (never the real home's), unless the test
+    names one; ``store`` hands in an open store (a PostgreSQL schema of the test's),
+    ``environ`` is what it reads CORRAL_ADMIN_KEY from.
+    """
+    made = None
+    if "data_dir" not in overrides:
+        made = tempfile.mkdtemp(prefix="corral-test-")
+        overrides["data_dir"] = made
+    try:
+        async with _serve(backends, store, environ or {}, overrides) as running:
+            yield running
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _serve(
+    backends: list[str] | list[dict[str, Any]],
+    store: Store | None,
+    environ: dict[str, str],
+    overrides: dict[str, Any],
+) -> AsyncIterator[RunningGateway]:
     settings = load_settings(
         None,
         environ={},
         overrides={"backends": backends, **overrides},
         known_policies=POLICIES,
     )
-    app = create_app(settings)
+    app = create_app(settings, gateway=Gateway(settings, store=store, environ=environ))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

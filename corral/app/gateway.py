@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from corral.adapters.fleet import Fleet
 from corral.adapters.images import ImageFetcher
+from corral.adapters.store.db import Store
+from corral.app.auth import Auth, database_url
 from corral.config import Settings
 from corral.core.breakers import BreakerBoard, BreakerConfig
 from corral.core.models import ModelMap
@@ -57,8 +59,20 @@ def breaker_board(settings: Settings) -> BreakerBoard | None:
 class Gateway:
     """Settings, the fleet, counters and the usage buffer; no module globals."""
 
-    def __init__(self, settings: Settings, fleet: Fleet | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        fleet: Fleet | None = None,
+        *,
+        store: Store | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        # The store: opened at start unless one is handed in (then its owner closes it).
+        self.store: Store | None = store
+        self._owns_store = store is None
+        self.auth = Auth(settings)
+        self._environ = environ  # where CORRAL_ADMIN_KEY is read; None = the process's
         self.fleet = fleet or Fleet(
             policy_chooser(settings),
             max_waiting=settings.queue.max_waiting,
@@ -114,6 +128,14 @@ class Gateway:
             listener(record)
 
     async def start(self) -> None:
+        if self.store is None:
+            self.store = await Store.open(database_url(self.settings))
+        try:
+            await self.store.upgrade()
+            await self.auth.start(self.store, self._environ)
+        except BaseException:
+            await self._close_store()
+            raise
         await self.fleet.start()
         up = [b.name for b in self.fleet.backends.values() if b.healthy]
         down = [b.name for b in self.fleet.backends.values() if not b.healthy]
@@ -122,3 +144,10 @@ class Gateway:
     async def stop(self) -> None:
         await self.fleet.stop()
         await self.images.close()
+        await self.auth.stop()
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        if self.store is not None and self._owns_store:
+            await self.store.close()
+            self.store = None

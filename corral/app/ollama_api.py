@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from corral import __version__
 from corral.adapters.upstream import UpstreamRequest
+from corral.app.auth import authenticate, check_model_access, guard
 from corral.app.fanout import (
     blob_exists,
     blob_upload,
@@ -48,37 +49,43 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
     for path in _INFERENCE:
         routes.append(
             Route(
-                path, Pipeline(gw, path, (read_request_body, parse_ollama, relay)), methods=["POST"]
+                path,
+                Pipeline(
+                    gw,
+                    path,
+                    (authenticate, read_request_body, parse_ollama, check_model_access, relay),
+                ),
+                methods=["POST"],
             )
         )
     for path in ("/api/pull", "/api/push", "/api/create"):
-        stages = (read_request_body, parse_manage, merged_progress)
+        stages = (authenticate, read_request_body, parse_manage, merged_progress)
         routes.append(Route(path, Pipeline(gw, path, stages), methods=["POST"]))
     routes.append(
         Route(
             "/api/copy",
-            Pipeline(gw, "/api/copy", (read_request_body, parse_manage, fan_out)),
+            Pipeline(gw, "/api/copy", (authenticate, read_request_body, parse_manage, fan_out)),
             methods=["POST"],
         )
     )
     routes.append(
         Route(
             "/api/delete",
-            Pipeline(gw, "/api/delete", (read_request_body, parse_manage, fan_out)),
+            Pipeline(gw, "/api/delete", (authenticate, read_request_body, parse_manage, fan_out)),
             methods=["DELETE"],
         )
     )
     routes.append(
         Route(
             "/api/blobs/{digest}",
-            Pipeline(gw, "/api/blobs", (read_request_body, blob_exists)),
+            Pipeline(gw, "/api/blobs", (authenticate, read_request_body, blob_exists)),
             methods=["HEAD"],
         )
     )
     routes.append(
         Route(
             "/api/blobs/{digest}",
-            Pipeline(gw, "/api/blobs", (spool_blob, blob_upload)),
+            Pipeline(gw, "/api/blobs", (authenticate, spool_blob, blob_upload)),
             methods=["POST"],
         )
     )
@@ -88,6 +95,8 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
 
     async def tags(request: Request) -> Response:
         """The fleet's models, one entry per model (from the last probe of each backend)."""
+        if denied := guard(gw.auth, request, "/api/tags"):
+            return denied
         merged, backends = fleet_models(gw)
         tags = [ollama_tag(name, entry) for name, entry in merged.items()]
         return _json(request, {"models": tags}, backends)
@@ -98,6 +107,8 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
         An OpenAI-kind server (vLLM, llama.cpp) keeps its models loaded while it runs,
         so each of its models is listed as resident.
         """
+        if denied := guard(gw.auth, request, "/api/ps"):
+            return denied
         backends = gw.fleet.routable("ollama")
         found = await asyncio.gather(*(_ps_of(gw, b) for b in backends))
         entries = [e for part in found for e in part]

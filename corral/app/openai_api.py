@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from corral.app.auth import authenticate, check_model_access, guard
 from corral.app.fleetview import fleet_headers, fleet_models
 from corral.app.gateway import Gateway
 from corral.app.pipeline import Pipeline, read_request_body
@@ -29,7 +30,12 @@ def openai_routes(gw: Gateway) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route(
             path,
-            Pipeline(gw, path, (read_request_body, parse_openai, relay), dialect="openai"),
+            Pipeline(
+                gw,
+                path,
+                (authenticate, read_request_body, parse_openai, check_model_access, relay),
+                dialect="openai",
+            ),
             methods=["POST"],
         )
         for path in ENDPOINTS
@@ -37,6 +43,8 @@ def openai_routes(gw: Gateway) -> list[BaseRoute]:
 
     async def models(request: Request) -> Response:
         """Every model the fleet serves, OpenAI-shaped."""
+        if denied := guard(gw.auth, request, "/v1/models"):
+            return denied
         listed, backends = fleet_models(gw)
         data = [_openai_model(name, entry) for name, entry in listed.items()]
         return Response(

@@ -32,9 +32,17 @@ from corral.core.types import RouteDecision
 from corral.core.usage import UsageRecord
 
 if TYPE_CHECKING:
+    from corral.adapters.store.keycache import Identity
     from corral.app.gateway import Gateway
 
-__all__ = ["Pipeline", "RequestContext", "Stage", "read_request_body", "request_id"]
+__all__ = [
+    "BODY_STAGES",
+    "Pipeline",
+    "RequestContext",
+    "Stage",
+    "read_request_body",
+    "request_id",
+]
 
 log = logging.getLogger("corral.pipeline")
 
@@ -58,6 +66,7 @@ class RequestContext:
     decision: RouteDecision | None = None
     ticket: Any = None  # the scheduler's Ticket while a backend slot is held
     tenant: str = ""
+    identity: Identity | None = None  # who the API key speaks for, when auth is on
     attempts: int = 0
     response_started: bool = False
     status: int = 0
@@ -88,6 +97,10 @@ class RequestContext:
 
 Stage = Callable[[RequestContext], Awaitable[None]]
 
+# The stages that read the request body. Stages before one (authentication) run on
+# the headers alone; the client is watched for departure once the body is read.
+BODY_STAGES = frozenset(("read_request_body", "spool_blob"))
+
 
 async def read_request_body(ctx: RequestContext) -> None:
     ctx.body = await read_body(ctx.scope, ctx.receive, ctx.gw.settings.limits.max_body_bytes)
@@ -101,9 +114,10 @@ class Pipeline:
     ) -> None:
         self.gw = gw
         self.endpoint = endpoint
-        # The first stage reads the request body; the client is watched from then on.
         self.stages = stages
         self.dialect = dialect
+        names = [s.__name__ for s in stages]
+        self._unwatched = next(i for i, n in enumerate(names) if n in BODY_STAGES) + 1
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -125,10 +139,11 @@ class Pipeline:
                 task.cancel()
 
         try:
-            stages = iter(self.stages)
-            await next(stages)(ctx)  # the body: the client is watched only once it is read
+            stages = self.stages
+            for stage in stages[: self._unwatched]:
+                await stage(ctx)  # up to the body: the client is watched only once it is read
             watcher = asyncio.create_task(watch_disconnect(receive, gone))
-            for stage in stages:
+            for stage in stages[self._unwatched :]:
                 await stage(ctx)
         except CorralError as exc:
             ctx.error = exc.message
@@ -187,6 +202,8 @@ def _usage(ctx: RequestContext) -> UsageRecord:
         error=ctx.error,
         client_gone=ctx.client_gone,
         tenant=ctx.tenant,
+        user=ctx.identity.user if ctx.identity else None,
+        key_prefix=ctx.identity.prefix if ctx.identity else None,
         route_reason=ctx.decision.reason if ctx.decision else None,
         queued_s=ctx.decision.queued_s if ctx.decision else 0.0,
     )

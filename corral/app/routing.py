@@ -1,9 +1,11 @@
 """What the scheduler learns about a request before it is routed.
 
-Tenant, priority and session come from headers until identity exists
-(``X-Corral-Tenant``, else the client's address; ``X-Corral-Priority`` may only lower
-the default class; ``X-Corral-Session`` pins a conversation to a backend;
-``X-Corral-Max-Wait`` shortens how long the request may queue). The prompt
+Tenant, priority and session: with API keys the tenant is the key's user (weighted
+by their group's weight in the store, else ``tenants.weights[group]``), and
+``X-Corral-Tenant`` is ignored; without them, ``X-Corral-Tenant``, else the client's
+address. ``X-Corral-Priority`` may only lower the default class; ``X-Corral-Session``
+pins a conversation to a backend; ``X-Corral-Max-Wait`` shortens how long the request
+may queue. The prompt
 gives two more facts: a token estimate (about 4 characters a token, good enough to
 charge a fair share up front; the real counts settle it at the end) and the chained
 hashes of its leading blocks, so requests sharing a long prefix can prefer the backend
@@ -81,10 +83,25 @@ def request_info(ctx: RequestContext) -> RequestInfo:
                 max_wait = max(0.0, float(value))
             except ValueError:
                 pass
-    if tenant is None:
-        client = ctx.scope.get("client")
-        tenant = client[0] if client else ""
-    priority = tenants.priorities.get(tenant, _DEFAULT_PRIORITY)
+    who = ctx.identity
+    weight = None
+    if who is not None:
+        # With keys, the key's user is the tenant and no header can claim another.
+        tenant = who.user or "env"
+        weight = who.group_weight
+        if weight is None and who.group is not None:
+            weight = tenants.weights.get(who.group)
+        priority = tenants.priorities.get(
+            tenant,
+            tenants.priorities.get(who.group, _DEFAULT_PRIORITY)
+            if who.group
+            else _DEFAULT_PRIORITY,
+        )
+    else:
+        if tenant is None:
+            client = ctx.scope.get("client")
+            tenant = client[0] if client else ""
+        priority = tenants.priorities.get(tenant, _DEFAULT_PRIORITY)
     if asked is not None:
         priority = min(priority, asked)  # a header may only lower the class
     text = "\n".join(_prompt_parts(ctx.parsed))
@@ -94,7 +111,7 @@ def request_info(ctx: RequestContext) -> RequestInfo:
         ctx.request_id,
         session=session or _conversation_key(ctx.parsed),
         tenant=tenant,
-        weight=tenants.weight(tenant),
+        weight=tenants.weight(tenant) if weight is None else weight,
         priority=priority,
         prompt_tokens=len(text) // 4,
         max_tokens=getattr(getattr(ctx.parsed, "sampling", None), "max_tokens", None),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from rich.console import Console
 
+from corral.app.auth import AuthStartError, admin_key_from
 from corral.app.listener import Server
 from corral.config import ConfigError, Settings, load_settings
 from corral.core.policies import POLICIES
@@ -23,6 +25,11 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
         settings = load_settings(config_file, overrides=overrides, known_policies=POLICIES)
     except ConfigError as exc:
         err.print(f"[bold red]corral: invalid configuration[/]\n{exc}", highlight=False)
+        return 2
+    try:
+        admin_key_from(os.environ)
+    except AuthStartError as exc:
+        err.print(f"[bold red]corral: {exc}[/]", highlight=False)
         return 2
     logging.getLogger().setLevel(settings.log_level.upper())
     if not settings.backends and not demo:
@@ -78,6 +85,17 @@ def _banner(err: Console, settings: Settings, demo: bool) -> None:
     n = len(settings.backends)
     extra = " plus a simulated demo fleet" if demo else ""
     err.print(f"[bold]Corral[/] on {where} — {n} configured backend(s){extra}", highlight=False)
+    if settings.auth.required(settings.host):
+        err.print(
+            f"  auth: ON (auth.mode {settings.auth.mode}) — requests need "
+            "Authorization: Bearer <key>; make one with: corral users create --admin NAME",
+            highlight=False,
+        )
+    else:
+        err.print(
+            f"  auth: OFF (auth.mode {settings.auth.mode}, host {settings.host})",
+            highlight=False,
+        )
     err.print(
         f"  try: OLLAMA_HOST={where} ollama list",
         highlight=False,

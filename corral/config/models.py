@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.core.models import LogicalModel
@@ -453,6 +454,18 @@ class Settings(_Section):
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     tenants: TenantsConfig = Field(default_factory=lambda: TenantsConfig())
     breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
+    auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
+
+    @model_validator(mode="after")
+    def _no_open_gateway(self) -> Settings:
+        # Anyone who can reach a non-loopback address could use the fleet unasked.
+        if self.auth.mode == "off" and not self.auth.allow_open and not is_loopback(self.host):
+            raise ValueError(
+                f"auth.mode is off but host {self.host} is reachable from other machines; "
+                "set auth.mode to on or auto (and hand out keys: corral users create), "
+                "or set auth.allow_open: true to run it open on purpose"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

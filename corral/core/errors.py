@@ -6,6 +6,8 @@ The tree::
     ├── BadRequest                   400     the request cannot be understood
     │   ├── InvalidJSON              400     the body is not JSON
     │   └── InvalidField             400     a field is missing or has the wrong type
+    ├── Unauthorized                 401     no API key, or one that is wrong, expired or revoked
+    ├── Forbidden                    403     a valid key lacking the scope or the model
     ├── NotFound                     404
     │   ├── ModelNotFound            404     no backend holds the model
     │   └── RouteNotFound            404     unknown path
@@ -33,6 +35,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "CorralError",
+    "Forbidden",
     "InvalidField",
     "InvalidJSON",
     "MethodNotAllowed",
@@ -44,6 +47,7 @@ __all__ = [
     "QueueTimeout",
     "RouteNotFound",
     "TooManyStreams",
+    "Unauthorized",
     "Unavailable",
     "UpstreamError",
     "UpstreamTimeout",
@@ -55,6 +59,7 @@ class CorralError(Exception):
 
     status: ClassVar[int] = 500
     openai_type: ClassVar[str] = "server_error"
+    openai_code: ClassVar[str | None] = None  # None: the class name
 
     def __init__(
         self,
@@ -80,7 +85,7 @@ class CorralError(Exception):
         return json.dumps({"error": self.message}).encode()
 
     def openai_body(self) -> bytes:
-        code = type(self).__name__
+        code = self.openai_code or type(self).__name__
         kind = self.openai_type
         if self.status == 429:  # OpenAI's shape for rate limits
             kind, code = "requests", "rate_limit_exceeded"
@@ -106,6 +111,23 @@ class InvalidJSON(BadRequest):
 
 class InvalidField(BadRequest):
     pass
+
+
+class Unauthorized(CorralError):
+    """No usable key; the answer asks for a bearer token, as RFC 6750 says."""
+
+    status = 401
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_api_key"  # OpenAI's own, so its clients raise AuthenticationError
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(CorralError):
+    status = 403
+    openai_type = "invalid_request_error"
+    openai_code = "insufficient_permissions"
 
 
 class NotFound(CorralError):

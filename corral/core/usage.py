@@ -31,3 +31,5 @@ class UsageRecord:
     tenant: str = ""
     route_reason: str | None = None  # the scheduler's decision: policy and why
     queued_s: float = 0.0  # time spent in the fair queue before a backend was free
+    user: str | None = None  # the API key's user (None: auth off, or CORRAL_ADMIN_KEY)
+    key_prefix: str | None = None  # the key's visible prefix ("env" for CORRAL_ADMIN_KEY)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,10 @@ from tests.helpers import free_port
 
 def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    # Each gateway keeps its database and secret in a directory of its own.
+    data_dir = tempfile.mkdtemp(prefix="corral-serve-")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    clean["CORRAL_DATA_DIR"] = data_dir
     return subprocess.Popen(
         [sys.executable, "-m", "corral", *args],
         env={**clean, **(env or {})},

@@ -22,9 +22,11 @@ def stage_lists() -> dict[tuple[str, str], tuple[str, ...]]:
 
 
 def test_every_endpoint_shows_its_stages() -> None:
-    inference = ("read_request_body", "parse_ollama", "relay")
-    progress = ("read_request_body", "parse_manage", "merged_progress")
-    openai = ("read_request_body", "parse_openai", "relay")
+    auth = "authenticate"
+    inference = (auth, "read_request_body", "parse_ollama", "check_model_access", "relay")
+    progress = (auth, "read_request_body", "parse_manage", "merged_progress")
+    openai = (auth, "read_request_body", "parse_openai", "check_model_access", "relay")
+    fan_out = (auth, "read_request_body", "parse_manage", "fan_out")
     assert stage_lists() == {
         ("POST", "/api/generate"): inference,
         ("POST", "/api/chat"): inference,
@@ -34,10 +36,10 @@ def test_every_endpoint_shows_its_stages() -> None:
         ("POST", "/api/pull"): progress,
         ("POST", "/api/push"): progress,
         ("POST", "/api/create"): progress,
-        ("POST", "/api/copy"): ("read_request_body", "parse_manage", "fan_out"),
-        ("DELETE", "/api/delete"): ("read_request_body", "parse_manage", "fan_out"),
-        ("HEAD", "/api/blobs/{digest}"): ("read_request_body", "blob_exists"),
-        ("POST", "/api/blobs/{digest}"): ("spool_blob", "blob_upload"),
+        ("POST", "/api/copy"): fan_out,
+        ("DELETE", "/api/delete"): fan_out,
+        ("HEAD", "/api/blobs/{digest}"): (auth, "read_request_body", "blob_exists"),
+        ("POST", "/api/blobs/{digest}"): (auth, "spool_blob", "blob_upload"),
         ("POST", "/v1/chat/completions"): openai,
         ("POST", "/v1/completions"): openai,
         ("POST", "/v1/embeddings"): openai,
