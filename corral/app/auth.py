@@ -29,6 +29,7 @@ from starlette.responses import Response
 from corral.adapters.store.db import Store
 from corral.adapters.store.keycache import Identity, KeyCache, load_identities
 from corral.adapters.store.keys import ADMIN_KEY_ENV, load_or_create_secret
+from corral.app.limits import Limiter
 from corral.app.pipeline import RequestContext
 from corral.config import Settings
 from corral.core.errors import CorralError, Forbidden, Unauthorized
@@ -85,6 +86,7 @@ class Auth:
         self.keys: KeyCache | None = None
         self.store: Store | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self.limits = Limiter()  # rate limits and budgets: reloaded with the keys
 
     async def start(self, store: Store, environ: Mapping[str, str] | None = None) -> None:
         env_key = admin_key_from(os.environ if environ is None else environ)
@@ -109,11 +111,17 @@ class Auth:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
             self._reloader = None
+        if self.store is not None:
+            try:
+                await self.limits.flush(self.store)
+            except Exception:
+                log.exception("writing the last budget charges failed")
 
     async def reload(self) -> None:
-        """Load every usable key from the store (call after each change the gateway makes)."""
+        """Load every usable key and budget (call after each change the gateway makes)."""
         assert self.store is not None and self.keys is not None
         self.keys.replace(await load_identities(self.store, datetime.now(UTC)))
+        await self.limits.reload(self.store)
 
     async def _reload_every(self, interval: float) -> None:
         while True:

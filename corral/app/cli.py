@@ -108,11 +108,12 @@ def _register_db() -> None:
 
 
 def _register_admin() -> None:
-    from corral.adapters.store.admin_cli import groups_app, keys_app, users_app
+    from corral.adapters.store.admin_cli import groups_app, keys_app, quota_app, users_app
 
     app.add_typer(users_app, name="users")
     app.add_typer(groups_app, name="groups")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(quota_app, name="quota")
 
 
 def main() -> None:

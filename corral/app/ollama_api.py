@@ -27,6 +27,7 @@ from corral.app.fanout import (
 )
 from corral.app.fleetview import fleet_headers, fleet_models, ollama_tag
 from corral.app.gateway import Gateway
+from corral.app.limits import admit
 from corral.app.pipeline import Pipeline, read_request_body
 from corral.app.relay import parse_ollama, relay
 from corral.core.types import BackendState
@@ -53,7 +54,14 @@ def ollama_routes(gw: Gateway) -> list[BaseRoute]:
                 Pipeline(
                     gw,
                     path,
-                    (authenticate, read_request_body, parse_ollama, check_model_access, relay),
+                    (
+                        authenticate,
+                        read_request_body,
+                        parse_ollama,
+                        check_model_access,
+                        admit,
+                        relay,
+                    ),
                 ),
                 methods=["POST"],
             )

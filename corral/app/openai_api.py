@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from corral.app.auth import authenticate, check_model_access, guard
 from corral.app.fleetview import fleet_headers, fleet_models
 from corral.app.gateway import Gateway
+from corral.app.limits import admit
 from corral.app.pipeline import Pipeline, read_request_body
 from corral.app.relay import parse_openai, relay
 
@@ -33,7 +34,7 @@ def openai_routes(gw: Gateway) -> list[BaseRoute]:
             Pipeline(
                 gw,
                 path,
-                (authenticate, read_request_body, parse_openai, check_model_access, relay),
+                (authenticate, read_request_body, parse_openai, check_model_access, admit, relay),
                 dialect="openai",
             ),
             methods=["POST"],

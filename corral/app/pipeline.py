@@ -4,7 +4,8 @@ An endpoint is an ordered tuple of stages over one ``RequestContext``; reading
 ``Pipeline.stage_names`` shows the whole flow of an endpoint in one place. A stage
 either finishes the response itself or leaves it to a later stage; raising a
 ``CorralError`` rejects the request in the client's dialect. Accounting runs after the
-stages, always, whatever happened.
+stages, always, whatever happened, after the request's ``on_end`` hook (which gives
+back its place under the limits and charges its tokens).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class RequestContext:
     ticket: Any = None  # the scheduler's Ticket while a backend slot is held
     tenant: str = ""
     identity: Identity | None = None  # who the API key speaks for, when auth is on
+    admission: Any = None  # the limits' Admission while the request counts against them
+    on_end: Callable[[RequestContext], None] | None = None  # settles admission, always
     attempts: int = 0
     response_started: bool = False
     status: int = 0
@@ -170,6 +173,11 @@ class Pipeline:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if ctx.on_end is not None:
+                try:
+                    ctx.on_end(ctx)
+                except Exception:  # never lose the usage record over it
+                    log.exception("ending request %s failed", rid)
             with contextlib.suppress(Exception):
                 gw.record(_usage(ctx))
 

@@ -8,12 +8,14 @@ The tree::
     │   └── InvalidField             400     a field is missing or has the wrong type
     ├── Unauthorized                 401     no API key, or one that is wrong, expired or revoked
     ├── Forbidden                    403     a valid key lacking the scope or the model
+    │   └── BudgetExhausted          403     the user's token budget for the period is spent
     ├── NotFound                     404
     │   ├── ModelNotFound            404     no backend holds the model
     │   └── RouteNotFound            404     unknown path
     ├── MethodNotAllowed             405
     ├── Conflict                     409     the change clashes with what is stored (a taken name)
     ├── PayloadTooLarge              413     body over ``limits.max_body_bytes``
+    ├── RateLimited                  429     a key's rpm/tpm or a user's concurrency (Retry-After)
     ├── Unavailable                  503     nothing can take the request now (Retry-After)
     │   ├── NoHealthyBackend         503     backends hold the model but none is up
     │   ├── QueueFull                503     the wait queue is at its bound
@@ -33,6 +35,7 @@ from typing import ClassVar
 
 __all__ = [
     "BadRequest",
+    "BudgetExhausted",
     "Conflict",
     "CorralError",
     "Forbidden",
@@ -45,6 +48,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "QueueTimeout",
+    "RateLimited",
     "RouteNotFound",
     "TooManyStreams",
     "Unauthorized",
@@ -130,6 +134,13 @@ class Forbidden(CorralError):
     openai_code = "insufficient_permissions"
 
 
+class BudgetExhausted(Forbidden):
+    """OpenAI's own code for a spent quota, so its clients show the usual message."""
+
+    openai_type = "insufficient_quota"
+    openai_code = "insufficient_quota"
+
+
 class NotFound(CorralError):
     status = 404
     openai_type = "not_found_error"
@@ -159,6 +170,10 @@ class Conflict(CorralError):
 class PayloadTooLarge(CorralError):
     status = 413
     openai_type = "invalid_request_error"
+
+
+class RateLimited(CorralError):
+    status = 429  # rendered as OpenAI's rate_limit_exceeded (see openai_body)
 
 
 class Unavailable(CorralError):

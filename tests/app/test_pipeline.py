@@ -23,9 +23,9 @@ def stage_lists() -> dict[tuple[str, str], tuple[str, ...]]:
 
 def test_every_endpoint_shows_its_stages() -> None:
     auth = "authenticate"
-    inference = (auth, "read_request_body", "parse_ollama", "check_model_access", "relay")
+    inference = (auth, "read_request_body", "parse_ollama", "check_model_access", "admit", "relay")
     progress = (auth, "read_request_body", "parse_manage", "merged_progress")
-    openai = (auth, "read_request_body", "parse_openai", "check_model_access", "relay")
+    openai = (auth, "read_request_body", "parse_openai", "check_model_access", "admit", "relay")
     fan_out = (auth, "read_request_body", "parse_manage", "fan_out")
     assert stage_lists() == {
         ("POST", "/api/generate"): inference,

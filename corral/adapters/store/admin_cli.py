@@ -23,6 +23,7 @@ import typer
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from corral.adapters.store import keys as key_ops
+from corral.adapters.store import quota as quota_ops
 from corral.adapters.store import users as user_ops
 from corral.adapters.store.db import MAX_PAGE, Store
 from corral.adapters.store.records import ApiKey, Group, NewKey, Page, User
@@ -30,7 +31,7 @@ from corral.adapters.store.schema import SCOPES
 from corral.config.base import default_data_dir
 from corral.core.errors import BadRequest, CorralError
 
-__all__ = ["Where", "groups_app", "keys_app", "users_app"]
+__all__ = ["Where", "groups_app", "keys_app", "quota_app", "users_app"]
 
 T = TypeVar("T")
 USER_COLUMNS = ("name", "role", "group", "disabled", "max_concurrent", "has_password", "created_at")
@@ -50,6 +51,7 @@ def _typer(name: str, text: str) -> typer.Typer:
 users_app = _typer("users", "People and services that may use the gateway.")
 groups_app = _typer("groups", "Groups of users and their scheduling weights.")
 keys_app = _typer("keys", "API keys: created, listed, revoked.")
+quota_app = _typer("quota", "Token budgets per period: a group's default, a user's own.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,12 @@ def _expiry(days: int | None) -> datetime | None:
     return datetime.now(UTC) + timedelta(days=days)
 
 
+def _limit(value: int | None, option: str) -> int | None:
+    if value is not None and value < 0:
+        _fail(f"{option} must be 0 or more, not {value}", 2)
+    return value
+
+
 def _read_password() -> str:
     # One line from stdin, without its line ending; spaces inside it are kept.
     return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
@@ -236,6 +244,10 @@ def create_user(
     no_key: Annotated[
         bool, typer.Option("--no-key", help="Make no key (by default the first is printed).")
     ] = False,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option("--max-concurrent", help="Requests the user may have running at once."),
+    ] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     secret_file: SecretFile = None,
@@ -243,13 +255,14 @@ def create_user(
     """Add a user and print their first key, once (an admin's has every scope)."""
     where = Where.resolve(database_url, data_dir, secret_file)
     role = "admin" if admin else "user"
+    most = _limit(max_concurrent, "--max-concurrent")
     password = _read_password() if password_stdin else None
     secret = None if no_key else _secret(where)
 
     async def work(store: Store) -> tuple[User, NewKey | None]:
         if secret is None:
             return await user_ops.create_user(
-                store, name, role=role, group=group, password=password
+                store, name, role=role, group=group, password=password, max_concurrent=most
             ), None
         hashed = None if password is None else await user_ops.hash_password(password)
         return await key_ops.create_user_with_key(
@@ -259,6 +272,7 @@ def create_user(
             role=role,
             group=group,
             password_hash=hashed,
+            max_concurrent=most,
             scopes=SCOPES if admin else ("inference",),  # an admin's first key may do everything
         )
 
@@ -323,6 +337,12 @@ def create_key(
         int | None, typer.Option("--expires-in-days", help="Expire after this many days.")
     ] = None,
     label: Annotated[str, typer.Option("--name", help="A label to tell keys apart.")] = "",
+    rpm: Annotated[
+        int | None, typer.Option("--rpm", help="Requests per minute (default: no limit).")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option("--tpm", help="Tokens per minute (default: no limit).")
+    ] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     secret_file: SecretFile = None,
@@ -330,6 +350,7 @@ def create_key(
     """Make a key for a user and print it, once."""
     where = Where.resolve(database_url, data_dir, secret_file)
     scopes = scope or ["inference"]
+    rpm, tpm = _limit(rpm, "--rpm"), _limit(tpm, "--tpm")
 
     async def work(store: Store) -> NewKey:
         expires_at = _expiry(expires_in_days)
@@ -344,6 +365,8 @@ def create_key(
             scopes=scopes,
             allowed_models=model or None,
             expires_at=expires_at,
+            rpm_limit=rpm,
+            tpm_limit=tpm,
         )
 
     _show_key(_run(where, work))
@@ -388,3 +411,55 @@ def revoke_key(
         Where.resolve(database_url, data_dir, None), lambda s: key_ops.revoke_key(s, wanted)
     )
     typer.echo(f"revoked key {done.prefix} of {done.user_name!r}")
+
+
+@quota_app.callback()
+def _quota() -> None:
+    """Token budgets per period: a group's default, a user's own."""  # keeps `quota set` a group
+
+
+@quota_app.command("set")
+def set_quota(
+    user: Annotated[
+        str | None, typer.Option("--user", help="Give this user their own budget.")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Set this group's default budget.")
+    ] = None,
+    tokens: Annotated[
+        int | None, typer.Option("--tokens", help="Tokens per period (0 stops all use).")
+    ] = None,
+    unlimited: Annotated[
+        bool, typer.Option("--unlimited", help="No budget (instead of --tokens).")
+    ] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Drop the user's own budget: the group's applies.")
+    ] = False,
+    period: Annotated[
+        str, typer.Option("--period", help="day, week or month (a group's; users follow it).")
+    ] = "month",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Set a token budget per period for a user or a group."""
+    if (user is None) == (group is None):
+        _fail("name exactly one of --user and --group", 2)
+    if sum((tokens is not None, unlimited, clear)) != 1:
+        _fail("give exactly one of --tokens N, --unlimited and --clear", 2)
+    if clear and user is None:
+        _fail("--clear is for a user's own budget", 2)
+    amount = _limit(tokens, "--tokens")
+    where = Where.resolve(database_url, data_dir, None)
+    if user is not None:
+        if clear:
+            _run(where, lambda s: quota_ops.clear_user_budget(s, user))
+            typer.echo(f"{user!r} follows their group's budget again")
+            return
+        _run(where, lambda s: quota_ops.set_user_budget(s, user, amount))
+        target = f"user {user!r}"
+    else:
+        assert group is not None
+        _run(where, lambda s: quota_ops.set_group_budget(s, group, amount, period))
+        target = f"group {group!r}"
+    shown = "unlimited" if amount is None else f"{amount:,} tokens"
+    typer.echo(f"budget of {target}: {shown}")

@@ -37,6 +37,9 @@ class Identity:
     expires_at: float | None  # epoch seconds
     prefix: str
     group_weight: float | None = None
+    rpm: int | None = None  # the key's requests per minute
+    tpm: int | None = None  # the key's tokens per minute
+    max_concurrent: int | None = None  # the user's requests at once
 
     def allows_model(self, model: str, requested: str = "") -> bool:
         return self.models is None or model in self.models or requested in self.models
@@ -52,13 +55,20 @@ async def load_identities(store: Store, now: datetime) -> dict[str, Identity]:
     """Every key that is neither revoked nor expired, of users not disabled, by digest."""
     async with store.read() as session:
         rows = await session.execute(
-            select(ApiKeyRow, UserRow.name, UserRow.role, GroupRow.name, GroupRow.weight)
+            select(
+                ApiKeyRow,
+                UserRow.name,
+                UserRow.role,
+                UserRow.max_concurrent,
+                GroupRow.name,
+                GroupRow.weight,
+            )
             .join(UserRow, ApiKeyRow.user_id == UserRow.id)
             .outerjoin(GroupRow, UserRow.group_id == GroupRow.id)
             .where(ApiKeyRow.revoked.is_(False), UserRow.disabled.is_(False))
         )
         found: dict[str, Identity] = {}
-        for key, user, role, group, weight in rows:
+        for key, user, role, most, group, weight in rows:
             if key.expires_at is not None and key.expires_at <= now:
                 continue
             found[key.digest] = Identity(
@@ -70,6 +80,9 @@ async def load_identities(store: Store, now: datetime) -> dict[str, Identity]:
                 expires_at=None if key.expires_at is None else key.expires_at.timestamp(),
                 prefix=key.prefix,
                 group_weight=weight,
+                rpm=key.rpm_limit,
+                tpm=key.tpm_limit,
+                max_concurrent=most,
             )
     return found
 

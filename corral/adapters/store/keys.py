@@ -190,11 +190,19 @@ async def create_user_with_key(
     role: str = "user",
     group: str | None = None,
     password_hash: str | None = None,
+    max_concurrent: int | None = None,
     **key_options: object,
 ) -> tuple[User, NewKey]:
     """A user and their first key in one transaction: both or neither."""
     async with store.write() as session:
-        user = await insert_user(session, name, role=role, group=group, password_hash=password_hash)
+        user = await insert_user(
+            session,
+            name,
+            role=role,
+            group=group,
+            password_hash=password_hash,
+            max_concurrent=max_concurrent,
+        )
         new = await insert_key(session, user, server_secret, **key_options)  # type: ignore[arg-type]
     return await get_user(store, name), new
 
