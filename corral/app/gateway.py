@@ -11,6 +11,8 @@ from typing import Any
 from corral.adapters.fleet import Fleet
 from corral.adapters.images import ImageFetcher
 from corral.adapters.store.db import Store
+from corral.adapters.store.journal import Journal
+from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
 from corral.config import Settings
 from corral.core.breakers import BreakerBoard, BreakerConfig
@@ -115,6 +117,9 @@ class Gateway:
         # this; until then it keeps the most recent ones for inspection.
         self.usage: deque[UsageRecord] = deque(maxlen=10_000)
         self.usage_listeners: list[Callable[[UsageRecord], None]] = []
+        # The usage ledger (usage.journal): each record is journaled, then batched into
+        # the store; open between start and stop.
+        self.ledger: UsageLog | None = None
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
         self.demo_engines: list[Any] = []  # real engines started by --demo
@@ -124,6 +129,9 @@ class Gateway:
     def record(self, record: UsageRecord) -> None:
         self.requests_total += 1
         self.usage.append(record)
+        if self.ledger is not None:
+            backend = self.fleet.backends.get(record.backend) if record.backend else None
+            self.ledger.append(record, backend.kind if backend is not None else None)
         for listener in self.usage_listeners:
             listener(record)
 
@@ -133,7 +141,17 @@ class Gateway:
         try:
             await self.store.upgrade()
             await self.auth.start(self.store, self._environ)
+            if self.settings.usage.journal:
+                ledger = UsageLog(
+                    self.store,
+                    Journal(self.settings.data_dir / "usage.journal"),
+                    batch_s=self.settings.usage.batch_s,
+                    batch_max=self.settings.usage.batch_max,
+                )
+                await ledger.start()  # replays what a previous run left uncommitted
+                self.ledger = ledger
         except BaseException:
+            await self.auth.stop()
             await self._close_store()
             raise
         await self.fleet.start()
@@ -145,6 +163,9 @@ class Gateway:
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()
+        if self.ledger is not None:  # after the fleet: its last requests are recorded
+            ledger, self.ledger = self.ledger, None
+            await ledger.stop()
         await self._close_store()
 
     async def _close_store(self) -> None:

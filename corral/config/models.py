@@ -23,6 +23,7 @@ from pydantic import (
 from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
+from corral.config.usage import UsageConfig
 from corral.core.models import LogicalModel
 from corral.core.names import normalize_model
 from corral.core.policies import POLICIES, make_policy
@@ -422,7 +423,8 @@ class Settings(_Section):
     port: int = Field(default=8088, ge=1, le=65535, description="TCP port to listen on.")
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="Where Corral keeps its state (the SQLite database, the server secret).",
+        description="Where Corral keeps its state (the SQLite database, the server secret, "
+        "the usage journal).",
     )
     database_url: str | None = Field(
         default=None,
@@ -455,6 +457,7 @@ class Settings(_Section):
     tenants: TenantsConfig = Field(default_factory=lambda: TenantsConfig())
     breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
+    usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:
