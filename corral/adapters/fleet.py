@@ -332,7 +332,7 @@ class Fleet:
         now = asyncio.get_running_loop().time()
         for bound in self.scheduler.release(ticket, outcome, now):
             self._hand_over(bound)
-        if self.breakers is not None:
+        if self.breakers is not None and self.breakers.has_events:
             for event in self.breakers.drain_events():
                 log.warning("breaker %s", event)
 

@@ -85,7 +85,7 @@ async def send_error(
     dialect: str = "ollama",
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = error.openai_body() if dialect == "openai" else error.ollama_body()
+    body = error.body(dialect)
     extra = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
     if headers:
         extra.extend(headers)

@@ -189,7 +189,6 @@ def guard(gw_auth: Auth, request: Request, endpoint: str) -> Response | None:
     try:
         gw_auth.check(request.scope["headers"], endpoint)
     except CorralError as exc:
-        openai = request.url.path.startswith("/v1/")
-        body = exc.openai_body() if openai else exc.ollama_body()
+        body = exc.body("openai" if request.url.path.startswith("/v1/") else "ollama")
         return Response(body, exc.status, headers=exc.headers(), media_type="application/json")
     return None

@@ -55,8 +55,7 @@ def create_app(
             error = RouteNotFound(f"no such endpoint: {request.method} {request.url.path}")
         else:
             error = CorralError(str(exc.detail), status=exc.status_code)
-        dialect = "openai" if request.url.path.startswith("/v1/") else "ollama"
-        body = error.openai_body() if dialect == "openai" else error.ollama_body()
+        body = error.body("openai" if request.url.path.startswith("/v1/") else "ollama")
         headers = {**(exc.headers or {}), **fleet_headers(request, [])}
         return Response(body, error.status, headers=headers, media_type="application/json")
 

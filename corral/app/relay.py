@@ -227,20 +227,21 @@ class _Meter:
     the difference.
     """
 
-    __slots__ = ("_fleet", "_newlines", "_pending", "_ticket")
+    __slots__ = ("_batch", "_fleet", "_pending", "_per_token", "_ticket")
 
     BATCH = 16
 
     def __init__(self, ctx: RequestContext, newlines_per_token: int) -> None:
         self._fleet = ctx.gw.fleet
         self._ticket = ctx.ticket
-        self._newlines = newlines_per_token * self.BATCH
+        self._per_token = newlines_per_token
+        self._batch = newlines_per_token * self.BATCH  # newlines that make one charge
         self._pending = 0
 
     def add(self, chunk: bytes) -> None:
         self._pending += chunk.count(b"\n")
-        if self._pending >= self._newlines and self._ticket is not None:
-            self._fleet.charge(self._ticket, self._pending // (self._newlines // self.BATCH))
+        if self._pending >= self._batch and self._ticket is not None:
+            self._fleet.charge(self._ticket, self._pending // self._per_token)
             self._pending = 0
 
 

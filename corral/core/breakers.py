@@ -255,6 +255,11 @@ class BreakerBoard:
                 del self._blocked[name]
         return cleared
 
+    @property
+    def has_events(self) -> bool:
+        """State changes wait to be drained (a cheap test for the release path)."""
+        return bool(self._events)
+
     def drain_events(self) -> list[Transition]:
         """The state changes since the last call, oldest first."""
         events = list(self._events)

@@ -85,6 +85,10 @@ class CorralError(Exception):
             return {}
         return {"Retry-After": str(max(1, round(self.retry_after)))}
 
+    def body(self, dialect: str) -> bytes:
+        """The error in the client's dialect: ``openai`` or Ollama's shape."""
+        return self.openai_body() if dialect == "openai" else self.ollama_body()
+
     def ollama_body(self) -> bytes:
         return json.dumps({"error": self.message}).encode()
 
