@@ -231,7 +231,8 @@ class Backoff:
 
 
 class RetryBudget:
-    """Retries allowed: ``min_retries + ratio * requests`` over the last ``window_s``.
+    """Retries allowed: ``min_retries + ratio * requests`` over the last ``window_s``
+    (``ratio`` inf: no budget at all).
 
     Call :meth:`on_request` once per client request (not per retry, or retries would
     grow their own allowance) and :meth:`try_spend` before each retry. In a full
@@ -261,6 +262,9 @@ class RetryBudget:
         return self._counts.totals(now)
 
     def try_spend(self, now: float) -> bool:
+        if self.ratio == math.inf:  # no budget: only the attempt cap limits retries
+            self._counts.add(now, 0, 1)
+            return True
         requests, retries = self._counts.totals(now)
         if retries + 1 > self.min_retries + self.ratio * requests:
             return False

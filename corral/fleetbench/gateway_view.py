@@ -9,6 +9,7 @@ prefix bound in vLLM's own blocks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from corral.core.retry import Backoff, RetryBudget, RetryDecision, RetryPolicy, Verdict
@@ -55,30 +56,22 @@ def engine_prefix_bound(scenario: Scenario, arrivals: list[Arrival]) -> float | 
 
 
 class Retries:
-    """The relay's retry rule: up to ``attempts`` tries, the gateway-wide
-    :class:`~corral.core.retry.RetryBudget` (unless ``budget`` is None) and a
-    full-jitter :class:`~corral.core.retry.Backoff` between tries."""
+    """The relay's retry rule: :class:`~corral.core.retry.RetryPolicy` with up to
+    ``attempts`` tries, the gateway-wide budget (``budget`` None: none, only the
+    attempt cap) and a full-jitter backoff between tries."""
 
     def __init__(
         self, attempts: int, base: float, cap: float, budget: float | None, seed: int
     ) -> None:
         self.attempts = attempts
         self.backoff = Backoff(base, cap, seed=seed)
-        self.policy = (
-            None
-            if budget is None
-            else RetryPolicy(attempts, budget=RetryBudget(budget), backoff=self.backoff)
-        )
+        ratio = math.inf if budget is None else budget
+        self.policy = RetryPolicy(attempts, budget=RetryBudget(ratio), backoff=self.backoff)
 
     def on_request(self, now: float) -> None:
-        if self.policy is not None:
-            self.policy.on_request(now)
+        self.policy.on_request(now)
 
     def decide(
         self, verdict: Verdict, attempt: int, now: float, *, streamed: bool, gone: bool
     ) -> RetryDecision:
-        if self.policy is not None:
-            return self.policy.decide(verdict, attempt, now, streamed=streamed, backend_gone=gone)
-        if streamed or not verdict.transient or attempt >= self.attempts:
-            return RetryDecision(False, 0.0, verdict.reason)
-        return RetryDecision(True, self.backoff.delay(attempt), verdict.reason)
+        return self.policy.decide(verdict, attempt, now, streamed=streamed, backend_gone=gone)
