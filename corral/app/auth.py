@@ -131,8 +131,8 @@ class Auth:
             except Exception:  # the store is away: keep serving the keys we know
                 log.exception("reloading the key cache failed; keeping the previous keys")
 
-    def identify(self, authorization: bytes | None, endpoint: str) -> Identity:
-        """The identity a request's Authorization header speaks for, allowed ``endpoint``."""
+    def verify(self, authorization: bytes | None) -> Identity:
+        """The identity a request's Authorization header speaks for (401 if none)."""
         if authorization is None:
             raise Unauthorized("missing API key: send the header Authorization: Bearer <key>")
         scheme, _, token = authorization.partition(b" ")
@@ -145,6 +145,11 @@ class Auth:
             raise Unauthorized("invalid API key (unknown or revoked)")
         if found.expires_at is not None and time.time() >= found.expires_at:
             raise Unauthorized(f"API key {found.prefix} has expired")
+        return found
+
+    def identify(self, authorization: bytes | None, endpoint: str) -> Identity:
+        """The identity a request's Authorization header speaks for, allowed ``endpoint``."""
+        found = self.verify(authorization)
         if endpoint in MANAGE_ENDPOINTS:
             if not found.scopes & _MANAGE_SCOPES:
                 raise Forbidden(

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -13,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from corral import __version__
+from corral.app.admin import control_routers, hot_routes
+from corral.app.admin.errors import control_error, dialect_of, validation_error
 from corral.app.asgi import Receive, Scope, Send
 from corral.app.fleetview import fleet_headers
 from corral.app.gateway import Gateway
@@ -23,6 +28,13 @@ from corral.config import Settings
 from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
 
 __all__ = ["HotPaths", "create_app"]
+
+_API_DESCRIPTION = (
+    "Corral's own API: the control plane (/admin/..., /healthz, /readyz) and the "
+    "self-service routes. The Ollama API (/api/...) and the OpenAI API (/v1/chat/"
+    "completions, /v1/completions, /v1/embeddings, /v1/models) are served beside it "
+    "exactly as those servers define them; see docs/api.md."
+)
 
 
 def create_app(
@@ -35,7 +47,7 @@ def create_app(
     gw = gateway or Gateway(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await on_startup(gw)
         await gw.start()
@@ -55,16 +67,31 @@ def create_app(
             error = RouteNotFound(f"no such endpoint: {request.method} {request.url.path}")
         else:
             error = CorralError(str(exc.detail), status=exc.status_code)
-        body = error.body("openai" if request.url.path.startswith("/v1/") else "ollama")
+        body = error.body(dialect_of(request.url.path))
         headers = {**(exc.headers or {}), **fleet_headers(request, [])}
         return Response(body, error.status, headers=headers, media_type="application/json")
 
-    routes = [*ollama_routes(gw), *openai_routes(gw)]
-    app = Starlette(
+    routes = [*ollama_routes(gw), *openai_routes(gw), *hot_routes(gw)]
+    # FastAPI for the control plane's typed routes and its OpenAPI spec; the Ollama and
+    # OpenAI endpoints are plain routes (not in the spec) and the hot ones never reach
+    # this app at all (HotPaths below).
+    app = FastAPI(
+        title="Corral",
+        version=__version__,
+        description=_API_DESCRIPTION,
         routes=routes,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={
+            HTTPException: http_error,
+            CorralError: control_error,
+            RequestValidationError: validation_error,
+        },
         lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
     )
+    for router in control_routers(gw):
+        app.include_router(router)
     app.state.gateway = gw
     cors = None
     if settings.cors.origins:

@@ -15,10 +15,13 @@ from corral.adapters.store.journal import Journal
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
 from corral.config import Settings
+from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
+from corral.core.errors import Conflict, NotFound
 from corral.core.models import ModelMap
 from corral.core.policies import Policy, make_policy
 from corral.core.retry import Backoff, RetryBudget, RetryPolicy
+from corral.core.types import BackendState
 from corral.core.usage import UsageRecord
 
 __all__ = ["Gateway"]
@@ -92,18 +95,7 @@ class Gateway:
             ),
         )
         for b in settings.backends:
-            self.fleet.add(
-                b.name,
-                b.url,
-                kind=b.kind,
-                max_concurrency=b.max_concurrency,
-                weight=b.weight,
-                enabled=b.enabled,
-            )
-            state = self.fleet.backends[b.name]
-            state.max_per_model = b.max_per_model
-            state.vram_bytes = int(b.vram_gb * 1024**3) if b.vram_gb is not None else None
-            state.max_loaded_models = b.max_loaded_models
+            self.add_backend(b)
         self.fleet.scheduler.keep_alive_s = settings.routing.keep_alive_s
         # Retries stay a small share of requests, so they never amplify an outage.
         self.retry_policy = RetryPolicy(
@@ -123,8 +115,48 @@ class Gateway:
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
         self.demo_engines: list[Any] = []  # real engines started by --demo
+        # What each backend's node agent last reported (CPU, memory, GPUs, addresses),
+        # by backend name; shown by the admin API.
+        self.telemetry: dict[str, dict[str, Any]] = {}
         # Fetches http(s) image URLs for backends that only take image bytes (Ollama).
         self.images = ImageFetcher(settings.images)
+
+    def add_backend(self, b: BackendConfig, *, origin: str = "config") -> BackendState:
+        """Put a backend into the fleet (not probed yet: `add_and_probe` does both).
+
+        The one way a backend joins, whatever brought it: the settings, the admin API,
+        a node agent or a spawned worker (``origin``). A taken name is `Conflict`.
+        """
+        if b.name in self.fleet.backends:
+            raise Conflict(f"backend {b.name!r} already exists", param="name")
+        state = self.fleet.add(
+            b.name,
+            b.url,
+            kind=b.kind,
+            max_concurrency=b.max_concurrency,
+            weight=b.weight,
+            enabled=b.enabled,
+        )
+        state.max_per_model = b.max_per_model
+        state.vram_bytes = int(b.vram_gb * 1024**3) if b.vram_gb is not None else None
+        state.max_loaded_models = b.max_loaded_models
+        state.origin = origin
+        return state
+
+    async def add_and_probe(self, b: BackendConfig, *, origin: str) -> BackendState:
+        """`add_backend`, then one probe so its health and models are known at once."""
+        state = self.add_backend(b, origin=origin)
+        await self.fleet.probe(b.name)
+        return state
+
+    async def remove_backend(self, name: str) -> BackendState:
+        """Take a backend out of the fleet (its in-flight requests finish on their own
+        connections); `NotFound` if there is none by that name."""
+        state = self.fleet.backends.get(name)
+        if state is None:
+            raise NotFound(f"no backend named {name!r}", param="name")
+        await self.fleet.remove(name)
+        return state
 
     def record(self, record: UsageRecord) -> None:
         self.requests_total += 1

@@ -73,6 +73,9 @@ class BackendState:
     max_per_model: int | None = None
     # The engine keeps a prompt prefix cache (vLLM, llama.cpp): prefix affinity pays.
     prefix_cache: bool = False
+    # Where the backend came from: "config" (the settings), "registered" (the admin API,
+    # kept in the store), "agent" (a node agent's heartbeat) or "worker" (spawned).
+    origin: str = "config"
 
     @property
     def free_slots(self) -> int:
