@@ -12,6 +12,7 @@ expiry, so a limited or expiring key cannot be traded for an unlimited one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,7 +25,6 @@ from corral.adapters.store.keys import find_key_by_prefix, list_all_keys
 from corral.adapters.store.ledger import tokens_used, usage_totals
 from corral.adapters.store.quota import effective_budget, file_quota_request, list_quota_requests
 from corral.adapters.store.users import MAX_TOKENS, get_user
-from corral.app.admin.deps import Actor
 from corral.app.admin.identity_models import (
     MAX_NOTE,
     AnyActor,
@@ -40,7 +40,6 @@ from corral.app.admin.identity_models import (
     Strict,
     UsageQuery,
     UsageReport,
-    any_actor,
     check_prefix,
     key_out,
     key_spec,
@@ -100,8 +99,16 @@ class QuotaAsk(Strict):
     reason: str = Field("", max_length=MAX_NOTE, description="Why, for the admin who decides.")
 
 
-def _owner(actor: Actor) -> tuple[str, Identity]:
-    """The caller's user and key, which must be a user's."""
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The caller of a self-service route: a user, through one of their keys."""
+
+    user: str
+    key: Identity
+
+
+def holder(actor: AnyActor) -> Holder:
+    """The caller, whose key must be a user's (checked before the body is validated)."""
     if actor.identity is None:
         raise BadRequest(
             "API keys are off on this gateway (auth.mode), so there is no user to answer "
@@ -112,7 +119,10 @@ def _owner(actor: Actor) -> tuple[str, Identity]:
             "CORRAL_ADMIN_KEY speaks for no user, so it has no keys, usage or quota of its "
             "own; use a user's key here, or the admin API under /admin"
         )
-    return actor.identity.user, actor.identity
+    return Holder(actor.identity.user, actor.identity)
+
+
+Caller = Annotated[Holder, Depends(holder)]
 
 
 def _narrower(asked: int | None, held: int | None, field: str) -> int | None:
@@ -126,7 +136,7 @@ def _narrower(asked: int | None, held: int | None, field: str) -> int | None:
 
 
 def router(gw: Gateway) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["self-service"], dependencies=[Depends(any_actor)])
+    api = APIRouter(prefix="/v1", tags=["self-service"], dependencies=[Depends(holder)])
 
     async def quota_of(user: str) -> QuotaOut:
         store = store_of(gw)
@@ -152,10 +162,10 @@ def router(gw: Gateway) -> APIRouter:
         )
 
     @api.get("/me", response_model=Me, summary="Who this key is")
-    async def me(actor: AnyActor) -> Me:
+    async def me(caller: Caller) -> Me:
         """The user the calling key speaks for, with the key's scopes, expiry, allowed
         models and limits."""
-        user, who = _owner(actor)
+        user, who = caller.user, caller.key
         stored = await find_key_by_prefix(store_of(gw), who.prefix)
         models = None if stored is None or stored.allowed_models is None else stored.allowed_models
         expires = None if who.expires_at is None else datetime.fromtimestamp(who.expires_at, UTC)
@@ -174,12 +184,12 @@ def router(gw: Gateway) -> APIRouter:
         )
 
     @api.post("/keys", status_code=201, response_model=NewKeyOut, summary="Make one of my keys")
-    async def create_key(body: KeyCreate, actor: AnyActor) -> NewKeyOut:
+    async def create_key(body: KeyCreate, caller: Caller) -> NewKeyOut:
         """A new key for the caller's user, shown in this response once. Its scopes must
         be among the calling key's (default: inference); it inherits the calling key's
         allowed models, per-minute limits and expiry, and may only narrow them (403
         otherwise). At most 100 live keys per user (409)."""
-        user, who = _owner(actor)
+        user, who = caller.user, caller.key
         store = store_of(gw)
         scopes = list(body.scopes or (["inference"] if "inference" in who.scopes else who.scopes))
         beyond = sorted(set(scopes) - who.scopes)
@@ -227,10 +237,10 @@ def router(gw: Gateway) -> APIRouter:
         return NewKeyOut(**key_out(new.key, now).model_dump(), key=new.plaintext)
 
     @api.get("/keys", response_model=KeyPage, summary="List my keys")
-    async def keys(actor: AnyActor, page: Paging) -> KeyPage:
+    async def keys(caller: Caller, page: Paging) -> KeyPage:
         """The caller's user's keys, oldest first: prefixes and settings, never a key's
         text."""
-        user = _owner(actor)[0]
+        user = caller.user
         limit, offset = page
         found = await list_all_keys(store_of(gw), user=user, limit=limit, offset=offset)
         now = datetime.now(UTC)
@@ -242,17 +252,17 @@ def router(gw: Gateway) -> APIRouter:
         )
 
     @api.delete("/keys/{prefix}", response_model=KeyOut, summary="Revoke one of my keys")
-    async def revoke_key(prefix: Prefix, actor: AnyActor) -> KeyOut:
+    async def revoke_key(prefix: Prefix, caller: Caller) -> KeyOut:
         """Revoke one of the caller's user's keys (the calling key too), effective on the
         very next request. Anyone else's prefix is 404, as if there were none."""
-        user = _owner(actor)[0]
+        user = caller.user
         done = await audited.revoke_key(store_of(gw), user, check_prefix(prefix), owner=user)
         await refresh(gw)
         return key_out(done)
 
     @api.get("/usage", response_model=MyUsage, summary="My usage")
     async def usage(
-        actor: AnyActor,
+        caller: Caller,
         page: Paging,
         filters: Annotated[UsageQuery, Depends(usage_params)],
         group_by: Annotated[
@@ -261,7 +271,7 @@ def router(gw: Gateway) -> APIRouter:
     ) -> MyUsage:
         """The caller's user's requests and tokens, summed per model or per UTC day over
         `[since, until)`, with their budget and what is left of it."""
-        user = _owner(actor)[0]
+        user = caller.user
         limit, offset = page
         found = await usage_totals(
             store_of(gw),
@@ -283,10 +293,10 @@ def router(gw: Gateway) -> APIRouter:
         )
 
     @api.get("/quota", response_model=QuotaOut, summary="My budget")
-    async def quota(actor: AnyActor) -> QuotaOut:
+    async def quota(caller: Caller) -> QuotaOut:
         """The caller's user's token budget for the current period, what they used of
         it, what is left and when it resets."""
-        user = _owner(actor)[0]
+        user = caller.user
         return await quota_of(user)
 
     @api.post(
@@ -295,10 +305,10 @@ def router(gw: Gateway) -> APIRouter:
         response_model=QuotaRequestOut,
         summary="Ask for more budget",
     )
-    async def file_request(body: QuotaAsk, actor: AnyActor) -> QuotaRequestOut:
+    async def file_request(body: QuotaAsk, caller: Caller) -> QuotaRequestOut:
         """File a request for `amount` more tokens per period; an admin approves or
         denies it. At most 10 pending at once (409)."""
-        user = _owner(actor)[0]
+        user = caller.user
         store = store_of(gw)
         waiting = await list_quota_requests(
             store, status="pending", user=user, limit=MAX_PENDING_REQUESTS
@@ -312,12 +322,12 @@ def router(gw: Gateway) -> APIRouter:
 
     @api.get("/quota/requests", response_model=QuotaRequestPage, summary="My quota requests")
     async def my_requests(
-        actor: AnyActor,
+        caller: Caller,
         page: Paging,
         status: Annotated[Status | None, Query(description="Only requests in this state.")] = None,
     ) -> QuotaRequestPage:
         """The caller's user's quota requests, oldest first, with their decisions."""
-        user = _owner(actor)[0]
+        user = caller.user
         limit, offset = page
         found = await list_quota_requests(
             store_of(gw), status=status, user=user, limit=limit, offset=offset
