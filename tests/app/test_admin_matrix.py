@@ -2,10 +2,10 @@
 
 The routes come from the running gateway's own OpenAPI spec, so a route added under
 ``/admin`` later is checked here without anyone adding it to a list. Each admin route
-is called with no key, a revoked key, a user's inference key, a user's models key, an
-admin's key and ``CORRAL_ADMIN_KEY``; path parameters are filled with a name nothing
-has, so an admin's call finds nothing to change. The self-service routes get the same
-treatment with their own expectations.
+is called with no key, a malformed key, a revoked key, a user's inference key, a
+user's models key, an admin's key and ``CORRAL_ADMIN_KEY``; path parameters are filled
+with a name nothing has, so an admin's call finds nothing to change. The self-service
+routes get the same treatment with their own expectations.
 
 The model-management Ollama routes (pull, push, create, copy, delete, blobs) by role
 are in tests/store/test_auth_gateway.py, on both store engines.
@@ -94,6 +94,7 @@ async def _keys(client: httpx.AsyncClient) -> dict[str, str]:
         "inference": inference,
         "models": models,
         "revoked": revoked,
+        "malformed": "crl_not-a-key",
         "env": ENV_KEY,
     }
 
@@ -128,6 +129,7 @@ async def test_every_admin_route_needs_an_admin_key() -> None:
         for method, path, url in routes:
             for who, status in (
                 (None, 401),
+                ("malformed", 401),
                 ("revoked", 401),
                 ("inference", 403),
                 ("models", 403),
