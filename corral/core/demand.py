@@ -113,20 +113,26 @@ class DemandCounter:
                 self._evict()
             slices = self._slices[model] = deque()
         index = int(at // self.bucket_s)
-        if not slices or slices[-1].index < index:
-            slices.append(_Slice(index))
+        last = slices[-1] if slices else None
+        if last is None or last.index < index:
+            last = _Slice(index)
+            slices.append(last)
             while slices[0].index <= index - self._keep:
                 slices.popleft()
-        # A record that ends out of order lands in the newest slice: near enough.
-        last = slices[-1]
+        # (A record that ends out of order lands in the newest slice: near enough.)
         last.requests += 1
-        last.busy += max(0.0, busy_s)
-        last.waited += max(0.0, waited_s)
-        last.cold += cold
+        if busy_s > 0.0:
+            last.busy += busy_s
+        if waited_s > 0.0:
+            last.waited += waited_s
+        if cold:
+            last.cold += 1
         if at > self._last.get(model, -math.inf):
             self._last[model] = at
         if backend is not None:
-            on = self._last_on.setdefault(model, {})
+            on = self._last_on.get(model)
+            if on is None:
+                on = self._last_on[model] = {}
             if at > on.get(backend, -math.inf):
                 on[backend] = at
 
