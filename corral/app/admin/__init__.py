@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import apikeys, budgets, health, people, selfservice
+from corral.app.admin import apikeys, budgets, health, models, people, selfservice
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -33,6 +33,7 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
         apikeys.router(gw),
         budgets.router(gw),
         selfservice.router(gw),
+        models.router(gw),
     ]
 
 
