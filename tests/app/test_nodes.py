@@ -156,7 +156,7 @@ async def test_a_missing_or_forged_fleet_token_is_401_and_registers_nothing() ->
 
 
 async def test_the_relay_header_also_carries_the_token() -> None:
-    async with engines() as (sim,), gateway() as (gw, client):
+    async with engines() as (sim,), gateway() as (_, client):
         resp = await client.post(
             "/agent/heartbeat", json=beat("n1", sim.url), headers={"X-Corral-Fleet-Token": TOKEN}
         )
@@ -309,7 +309,7 @@ async def test_failing_probes_degrade_a_node_and_a_heartbeat_after_recovery_rest
                 await stop_nodes([revived])
 
 
-# --- forgetting ------------------------------------------------------------------------------------
+# --- forgetting ------------------------------------------------------------
 
 
 async def test_forgetting_a_node_removes_its_backend_and_is_audited() -> None:
@@ -333,7 +333,7 @@ async def test_forgetting_a_node_removes_its_backend_and_is_audited() -> None:
     assert events[0].before["url"] == sim.url
 
 
-# --- seed 003 aliases --------------------------------------------------------------------------------
+# --- seed 003 aliases ------------------------------------------------------------
 
 
 async def test_a_seed_heartbeat_registers_its_ollama_and_nodes_show_in_the_seeds_shape() -> None:
