@@ -183,6 +183,7 @@ class Gateway:
             listener(record)
 
     async def start(self) -> None:
+        self.nodes.load_token()  # before anything opens: a bad token file stops the start
         if self.store is None:
             self.store = await Store.open(database_url(self.settings))
         try:

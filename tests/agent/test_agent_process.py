@@ -121,7 +121,7 @@ async def test_the_agent_waits_out_an_absent_gateway_and_logs_it_once() -> None:
             assert agent.proc is not None and agent.proc.poll() is None  # still going
             async with run_gateway([], fleet={"token": TOKEN}, bind_port=port) as gw:
                 await until(lambda: "n1" in gw.gw.nodes.nodes, STARTUP)
-            output = agent.stop()
+                output = agent.stop()  # before the gateway goes away again
     finally:
         await stop_nodes([sim])
     assert output.count("unreachable") == 1, output

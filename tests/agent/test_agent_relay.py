@@ -45,6 +45,14 @@ async def test_the_gateway_reaches_a_localhost_engine_only_through_the_relay() -
                         arrivals.append(time.monotonic() - started)
             served = sim.runtime.counters.requests
 
+            # A client that leaves mid-stream cancels the engine's request, relay or not.
+            long = body | {"options": {"num_predict": 400}}
+            async with client.stream("POST", "/api/generate", json=long) as resp:
+                async for line in resp.aiter_lines():
+                    if line:
+                        break
+            await until(lambda: sim.model.stats.cancelled == 1, 10)
+
             async with httpx.AsyncClient(base_url=relay_url, timeout=10) as direct:
                 no_token = await direct.get("/api/tags")
                 wrong = await direct.get("/api/tags", headers={FLEET_TOKEN_HEADER: "x" * 40})

@@ -103,11 +103,11 @@ class NodeRegistry:
         self._sweeper: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
 
+    def load_token(self) -> None:
+        """Read the fleet token (FleetTokenError if its file cannot be used)."""
+        self._token = load_fleet_token(self.gw.settings.fleet)
+
     async def start(self) -> None:
-        try:
-            self._token = load_fleet_token(self.gw.settings.fleet)
-        except FleetTokenError as exc:
-            raise RuntimeError(str(exc)) from None
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="corral-nodes")
 
     async def stop(self) -> None:
