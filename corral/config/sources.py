@@ -39,8 +39,9 @@ KeyPath = tuple[str | int, ...]
 Shape = Literal["section", "list", "scalar"]
 
 ENV_PREFIX = "CORRAL_"
+# CORRAL_GATEWAY_URL is `corral agent`'s: a host may run the agent and the gateway.
 RESERVED_ENV: frozenset[str] = frozenset(
-    {"CORRAL_CONFIG", "CORRAL_ADMIN_KEY", "CORRAL_FLEET_TOKEN"}
+    {"CORRAL_CONFIG", "CORRAL_ADMIN_KEY", "CORRAL_FLEET_TOKEN", "CORRAL_GATEWAY_URL"}
 )
 """CORRAL_* names that are not settings' own names and so are not rejected as typos."""
 
