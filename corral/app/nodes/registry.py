@@ -179,16 +179,10 @@ class NodeRegistry:
             if registered:
                 if state is not None:
                     await self.gw.remove_backend(beat.node_id)
-                state = await self.gw.add_and_probe(cfg, origin="agent", headers=headers)
+                # Added now, probed below outside the lock (`add_and_probe` in two
+                # halves): a hung engine must not hold up every other node's heartbeat.
+                state = self.gw.add_backend(cfg, origin="agent", headers=headers)
                 node = None
-                log.info(
-                    "node %s joined: %s %s%s (%s)",
-                    beat.node_id,
-                    beat.kind,
-                    cfg.url,
-                    " via its relay" if beat.relay else "",
-                    "up" if state.healthy else f"down: {state.last_error}",
-                )
             else:
                 assert state is not None
                 relayed = node.beat.relay if node is not None else beat.relay
@@ -200,7 +194,17 @@ class NodeRegistry:
                 self.nodes[beat.node_id] = node
             node.beat, node.source, node.last_seen, node.heard_at = beat, source, wall, now
             self._apply_telemetry(state, beat)
-            node.status = self._status(node, state, now)
+        if registered:
+            await self.gw.fleet.probe(beat.node_id)
+            log.info(
+                "node %s joined: %s %s%s (%s)",
+                beat.node_id,
+                beat.kind,
+                cfg.url,
+                " via its relay" if beat.relay else "",
+                "up" if state.healthy else f"down: {state.last_error}",
+            )
+        node.status = self._status(node, state, asyncio.get_running_loop().time())
         return HeartbeatReply(
             node_id=beat.node_id,
             registered=registered,
