@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import apikeys, budgets, health, models, people, selfservice
+from corral.app.admin import (
+    apikeys,
+    budgets,
+    health,
+    models,
+    nodes,
+    people,
+    seed_nodes,
+    selfservice,
+)
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -34,9 +43,11 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
         budgets.router(gw),
         selfservice.router(gw),
         models.router(gw),
+        nodes.router(gw),
+        seed_nodes.router(gw),
     ]
 
 
 def hot_routes(gw: Gateway) -> list[BaseRoute]:
     """Plain routes (pipelines among them) that belong to the control plane's modules."""
-    return []
+    return [*seed_nodes.hot_routes(gw)]
