@@ -41,7 +41,16 @@ Shape = Literal["section", "list", "scalar"]
 ENV_PREFIX = "CORRAL_"
 # CORRAL_GATEWAY_URL is `corral agent`'s: a host may run the agent and the gateway.
 RESERVED_ENV: frozenset[str] = frozenset(
-    {"CORRAL_CONFIG", "CORRAL_ADMIN_KEY", "CORRAL_FLEET_TOKEN", "CORRAL_GATEWAY_URL"}
+    {
+        "CORRAL_CONFIG",
+        "CORRAL_ADMIN_KEY",
+        "CORRAL_FLEET_TOKEN",
+        "CORRAL_GATEWAY_URL",
+        # The remote CLI's (corral/app/ctl/remote.py): set on a gateway host too.
+        "CORRAL_URL",
+        "CORRAL_API_KEY",
+        "CORRAL_CLI_CONFIG",
+    }
 )
 """CORRAL_* names that are not settings' own names and so are not rejected as typos."""
 
