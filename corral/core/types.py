@@ -76,6 +76,9 @@ class BackendState:
     # Where the backend came from: "config" (the settings), "registered" (the admin API,
     # kept in the store), "agent" (a node agent's heartbeat) or "worker" (spawned).
     origin: str = "config"
+    # The operator's marks (config or admin API): free-form tags and key=value labels.
+    tags: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def free_slots(self) -> int:

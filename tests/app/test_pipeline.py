@@ -43,4 +43,7 @@ def test_every_endpoint_shows_its_stages() -> None:
         ("POST", "/v1/chat/completions"): openai,
         ("POST", "/v1/completions"): openai,
         ("POST", "/v1/embeddings"): openai,
+        # Seed 000's aliases (docs/admin-api.md): the same pipelines under its paths.
+        ("POST", "/generate"): inference,
+        ("POST", "/chat"): inference,
     }

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import health
+from corral.app.admin import backends, config_api, health, operations, seed
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -29,9 +29,13 @@ __all__ = ["control_routers", "hot_routes"]
 def control_routers(gw: Gateway) -> list[APIRouter]:
     return [
         health.router(gw),
+        backends.router(gw),
+        operations.router(gw),
+        config_api.router(gw),
+        seed.router(gw),
     ]
 
 
 def hot_routes(gw: Gateway) -> list[BaseRoute]:
     """Plain routes (pipelines among them) that belong to the control plane's modules."""
-    return []
+    return [*seed.hot_routes(gw)]
