@@ -67,33 +67,28 @@ def _describe(path: str, answer: _Answer) -> str:
     return f"GET {path} answered HTTP {answer.status} ({what})"
 
 
-def _ollama_ok(version: _Answer, tags: _Answer) -> bool:
+def _has(answer: _Answer, key: str, kind: type) -> bool:
+    """A 200 whose JSON object carries ``key`` of type ``kind``."""
     return (
-        version.status == 200
-        and isinstance(version.data, dict)
-        and isinstance(version.data.get("version"), str)
-        and tags.status == 200
-        and isinstance(tags.data, dict)
-        and isinstance(tags.data.get("models"), list)
+        answer.status == 200
+        and isinstance(answer.data, dict)
+        and isinstance(answer.data.get(key), kind)
     )
 
 
 def _openai_ok(models: _Answer) -> bool:
-    return (
-        models.status == 200
-        and isinstance(models.data, dict)
-        and isinstance(models.data.get("data"), list)
-    )
+    return _has(models, "data", list)
 
 
 async def _check(transport: HttpTransport, url: str, kind: BackendKind) -> EngineCheck:
     if kind == "ollama":
         version = await _get(transport, "/api/version")
         tags = await _get(transport, "/api/tags")
-        if _ollama_ok(version, tags):
+        version_ok, tags_ok = _has(version, "version", str), _has(tags, "models", list)
+        if version_ok and tags_ok:
             number = version.data["version"]
             return EngineCheck(True, f"Ollama {number}", number, len(tags.data["models"]))
-        bad = ("/api/version", version) if version.status != 200 else ("/api/tags", tags)
+        bad = ("/api/tags", tags) if version_ok else ("/api/version", version)
         why = f"{url} is not an Ollama server: {_describe(*bad)}"
         models = await _get(transport, "/v1/models")
         if _openai_ok(models):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -180,21 +179,23 @@ async def test_a_taken_name_is_409_and_nothing_is_half_registered() -> None:
         assert gw.fleet.backends["sim0"].origin == "config"
 
 
-async def test_registered_backends_and_their_changes_survive_a_restart() -> None:
-    data = Path(tempfile.mkdtemp(prefix="corral-test-"))
+async def test_registered_backends_and_their_changes_survive_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
     async with extra_node() as node:
-        async with run_gateway([], data_dir=str(data)) as gw:
-            async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
-                made = await client.post(
-                    "/admin/backends",
-                    json={"name": "extra", "url": node.url, "labels": {"rack": "r1"}},
-                )
-                assert made.status_code == 201, made.text
-                await client.post("/admin/backends/extra/disable")
-                patched = await client.patch(
-                    "/admin/backends/extra", json={"max_concurrency": 7, "tags": ["eu"]}
-                )
-                assert patched.json()["persisted"] is True
+        async with (
+            run_gateway([], data_dir=str(data)) as gw,
+            httpx.AsyncClient(base_url=gw.url, timeout=30) as client,
+        ):
+            made = await client.post(
+                "/admin/backends",
+                json={"name": "extra", "url": node.url, "labels": {"rack": "r1"}},
+            )
+            assert made.status_code == 201, made.text
+            await client.post("/admin/backends/extra/disable")
+            patched = await client.patch(
+                "/admin/backends/extra", json={"max_concurrency": 7, "tags": ["eu"]}
+            )
+            assert patched.json()["persisted"] is True
         async with run_gateway([], data_dir=str(data)) as gw:
             state = gw.gw.fleet.backends["extra"]
             assert (state.origin, state.enabled, state.max_concurrency) == ("registered", False, 7)
@@ -380,26 +381,29 @@ async def test_refresh_reads_a_new_model_at_once() -> None:
 
 
 async def test_seed_004_registration_maps_its_fields() -> None:
-    async with sim_fleet(NodeSpec()) as fleet, extra_node() as node:
-        async with httpx.AsyncClient(base_url=fleet.url, timeout=30) as client:
-            made = await client.post(
-                "/admin/backends/register",
-                json={
-                    "name": "ollama-gpu-1",
-                    "url": node.url,
-                    "engine": "ollama",
-                    "max_concurrent": 3,
-                    "gpu_memory_gb": 24,
-                },
-            )
-            bad = await client.post(
-                "/admin/backends/register",
-                json={"name": "x", "url": node.url, "engine": "ollama", "max_concurrent": 0},
-            )
-            wrong = await client.post(
-                "/admin/backends/register", json={"name": "y", "url": node.url, "engine": "vllm"}
-            )
-            enabled = await client.post("/admin/backends/ollama-gpu-1/disable")
+    async with (
+        sim_fleet(NodeSpec()) as fleet,
+        extra_node() as node,
+        httpx.AsyncClient(base_url=fleet.url, timeout=30) as client,
+    ):
+        made = await client.post(
+            "/admin/backends/register",
+            json={
+                "name": "ollama-gpu-1",
+                "url": node.url,
+                "engine": "ollama",
+                "max_concurrent": 3,
+                "gpu_memory_gb": 24,
+            },
+        )
+        bad = await client.post(
+            "/admin/backends/register",
+            json={"name": "x", "url": node.url, "engine": "ollama", "max_concurrent": 0},
+        )
+        wrong = await client.post(
+            "/admin/backends/register", json={"name": "y", "url": node.url, "engine": "vllm"}
+        )
+        enabled = await client.post("/admin/backends/ollama-gpu-1/disable")
     b = made.json()
     assert made.status_code == 201
     assert (b["kind"], b["max_concurrency"], b["vram_gb"]) == ("ollama", 3, 24.0)
