@@ -170,10 +170,16 @@ async def _apply_backends(gw: Gateway, plan: _BackendPlan) -> None:
         if state.enabled != b.enabled:
             gw.fleet.set_enabled(b.name, b.enabled)
         gw.fleet.set_capacity(b.name, max_concurrency=b.max_concurrency, weight=b.weight)
+    added = []
     for b in plan.add:
-        gw.add_backend(b, origin="config")
-    if plan.add:
-        await asyncio.gather(*(gw.fleet.probe(b.name) for b in plan.add))
+        try:
+            gw.add_backend(b, origin="config")
+        except Conflict as exc:  # registered under that name since the plan was made
+            log.error("config backend %s not added: %s", b.name, exc.message)
+            continue
+        added.append(b.name)
+    if added:
+        await asyncio.gather(*(gw.fleet.probe(name) for name in added))
 
 
 def _push(gw: Gateway, new: Settings, changed: list[str]) -> None:
