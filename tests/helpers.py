@@ -54,6 +54,7 @@ async def run_gateway(
     store: Store | None = None,
     environ: dict[str, str] | None = None,
     config_file: Path | None = None,
+    bind_port: int = 0,
     **overrides: Any,
 ) -> AsyncIterator[RunningGateway]:
     """A gateway over real sockets, configured like ``corral serve --backend ...``.
@@ -61,14 +62,17 @@ async def run_gateway(
     Each gets a data directory of its own (never the real home's), unless the test
     names one; ``store`` hands in an open store (a PostgreSQL schema of the test's),
     ``environ`` is what it reads CORRAL_ADMIN_KEY from; ``config_file`` is read like
-    ``--config`` (and kept as the gateway's config source, for reload and save).
+    ``--config`` (and kept as the gateway's config source, for reload and save);
+    ``bind_port`` a port chosen in advance (0 = any free one).
     """
     made = None
     if "data_dir" not in overrides:
         made = tempfile.mkdtemp(prefix="corral-test-")
         overrides["data_dir"] = made
     try:
-        async with _serve(backends, store, environ or {}, overrides, config_file) as running:
+        async with _serve(
+            backends, store, environ or {}, overrides, config_file, bind_port
+        ) as running:
             yield running
     finally:
         if made is not None:
@@ -82,6 +86,7 @@ async def _serve(
     environ: dict[str, str],
     overrides: dict[str, Any],
     config_file: Path | None = None,
+    bind_port: int = 0,
 ) -> AsyncIterator[RunningGateway]:
     if backends or config_file is None:
         overrides = {"backends": backends, **overrides}
@@ -96,7 +101,7 @@ async def _serve(
     app = create_app(settings, gateway=gateway)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", bind_port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, loop="none", http="httptools", lifespan="on", access_log=False, log_level="warning"

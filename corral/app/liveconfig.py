@@ -87,7 +87,8 @@ def changed_paths(old: Settings, new: Settings) -> list[str]:
     """Dotted paths whose values differ: sections are walked one level (``queue.
     max_waiting``), lists and mappings inside them count as one value."""
     out: list[str] = []
-    _diff(old.model_dump(mode="json"), new.model_dump(mode="json"), "", out)
+    # Python mode: secrets (SecretStr) compare by value, where JSON would mask them.
+    _diff(old.model_dump(), new.model_dump(), "", out)
     return out
 
 

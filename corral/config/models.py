@@ -22,6 +22,7 @@ from pydantic import (
 
 from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
+from corral.config.fleet import FleetConfig
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.config.usage import UsageConfig
 from corral.core.models import LogicalModel
@@ -496,6 +497,7 @@ class Settings(_Section):
     breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
+    fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:

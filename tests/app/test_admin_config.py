@@ -230,3 +230,25 @@ async def test_reload_and_save_need_a_config_source() -> None:
         save = await client.post("/admin/config/save")
     assert reload.status_code == 409 and "nothing to reload" in reload.json()["error"]["message"]
     assert save.status_code == 409 and "no file to save to" in save.json()["error"]["message"]
+
+
+async def test_the_fleet_token_is_masked_when_shown_and_kept_when_changed_or_saved(
+    tmp_path: Path,
+) -> None:
+    token = "t0ken-" + "x" * 20
+    config = tmp_path / "corral.yaml"
+    _write(config, f"fleet:\n  token: {token}\n")
+    async with run_gateway([], config_file=config, data_dir=str(tmp_path / "d")) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            shown = await client.get("/admin/config")
+            changed = await client.put("/admin/config/queue", json={"max_waiting": 9})
+            saved = await client.post("/admin/config/save")
+        running = gw.gw.settings
+        assert gw.gw.store is not None
+        events = await search_audit(gw.gw.store, text=token)
+    assert token not in shown.text and shown.json()["config"]["fleet"]["token"] == "**********"
+    assert changed.status_code == 200 and changed.json()["changed"] == ["queue.max_waiting"]
+    assert running.fleet.token is not None and running.fleet.token.get_secret_value() == token
+    assert saved.status_code == 200
+    assert yaml.safe_load(config.read_text())["fleet"]["token"] == token
+    assert events.items == []  # never in the audit log either

@@ -18,7 +18,20 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import backends, config_api, health, operations, seed
+from corral.app.admin import (
+    apikeys,
+    backends,
+    budgets,
+    config_api,
+    health,
+    models,
+    nodes,
+    operations,
+    people,
+    seed,
+    seed_nodes,
+    selfservice,
+)
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -29,6 +42,13 @@ __all__ = ["control_routers", "hot_routes"]
 def control_routers(gw: Gateway) -> list[APIRouter]:
     return [
         health.router(gw),
+        people.router(gw),
+        apikeys.router(gw),
+        budgets.router(gw),
+        selfservice.router(gw),
+        models.router(gw),
+        nodes.router(gw),
+        seed_nodes.router(gw),
         backends.router(gw),
         operations.router(gw),
         config_api.router(gw),
@@ -38,4 +58,4 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
 
 def hot_routes(gw: Gateway) -> list[BaseRoute]:
     """Plain routes (pipelines among them) that belong to the control plane's modules."""
-    return [*seed.hot_routes(gw)]
+    return [*seed.hot_routes(gw), *seed_nodes.hot_routes(gw)]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Body, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -34,13 +34,14 @@ from corral.core.errors import BadRequest, Conflict, InvalidField
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
 
-__all__ = ["redact", "router", "write_atomically"]
+__all__ = ["plain", "redact", "router", "write_atomically"]
 
 SECTIONS: tuple[str, ...] = tuple(Settings.model_fields)
 
 
 def redact(data: dict[str, Any]) -> dict[str, Any]:
-    """The settings with secrets masked: the password in ``database_url``."""
+    """The settings (a JSON dump, which masks ``fleet.token`` already) with the
+    password in ``database_url`` masked too."""
     url = data.get("database_url")
     if isinstance(url, str):
         try:
@@ -48,6 +49,20 @@ def redact(data: dict[str, Any]) -> dict[str, Any]:
         except ArgumentError:
             data = {**data, "database_url": "***"}
     return data
+
+
+def plain(value: Any) -> Any:
+    """A settings dump (Python mode) as plain YAML-safe values, secrets revealed: what
+    the config file must hold to load the same settings."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -165,7 +180,8 @@ def router(gw: Gateway) -> APIRouter:
                 param="section",
             )
         async with lock:
-            data = gw.settings.model_dump(mode="json", exclude_unset=True)
+            # Python mode keeps secrets as they are (JSON would mask them).
+            data = gw.settings.model_dump(exclude_unset=True)
             before = redact(gw.settings.model_dump(mode="json")).get(section)
             if value is None:
                 data.pop(section, None)
@@ -226,7 +242,7 @@ def router(gw: Gateway) -> APIRouter:
                 param="config",
             )
         async with lock:
-            data = gw.settings.model_dump(mode="json", exclude_unset=True)
+            data = plain(gw.settings.model_dump(exclude_unset=True))
             text = "# Written by Corral (POST /admin/config/save).\n" + yaml.safe_dump(
                 data, sort_keys=False, allow_unicode=True
             )
