@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -17,7 +18,7 @@ from corral.adapters.store import Store
 from corral.app.factory import create_app
 from corral.app.gateway import Gateway
 from corral.app.listener import Server
-from corral.config import load_settings
+from corral.config import ConfigSource
 from corral.core.policies import POLICIES
 from corral.sim.launch import NodeSpec, SimNode, start_nodes, stop_nodes
 from corral.sim.model_types import NodeConfig
@@ -52,6 +53,7 @@ async def run_gateway(
     *,
     store: Store | None = None,
     environ: dict[str, str] | None = None,
+    config_file: Path | None = None,
     bind_port: int = 0,
     **overrides: Any,
 ) -> AsyncIterator[RunningGateway]:
@@ -59,15 +61,18 @@ async def run_gateway(
 
     Each gets a data directory of its own (never the real home's), unless the test
     names one; ``store`` hands in an open store (a PostgreSQL schema of the test's),
-    ``environ`` is what it reads CORRAL_ADMIN_KEY from; ``bind_port`` a port chosen
-    in advance (0 = any free one).
+    ``environ`` is what it reads CORRAL_ADMIN_KEY from; ``config_file`` is read like
+    ``--config`` (and kept as the gateway's config source, for reload and save);
+    ``bind_port`` a port chosen in advance (0 = any free one).
     """
     made = None
     if "data_dir" not in overrides:
         made = tempfile.mkdtemp(prefix="corral-test-")
         overrides["data_dir"] = made
     try:
-        async with _serve(backends, store, environ or {}, overrides, bind_port) as running:
+        async with _serve(
+            backends, store, environ or {}, overrides, config_file, bind_port
+        ) as running:
             yield running
     finally:
         if made is not None:
@@ -80,15 +85,20 @@ async def _serve(
     store: Store | None,
     environ: dict[str, str],
     overrides: dict[str, Any],
+    config_file: Path | None = None,
     bind_port: int = 0,
 ) -> AsyncIterator[RunningGateway]:
-    settings = load_settings(
-        None,
-        environ={},
-        overrides={"backends": backends, **overrides},
-        known_policies=POLICIES,
+    if backends or config_file is None:
+        overrides = {"backends": backends, **overrides}
+    source = ConfigSource(config_file, overrides, {}, tuple(POLICIES))
+    settings = source.load()
+    gateway = Gateway(
+        settings,
+        store=store,
+        environ=environ,
+        config_source=source if config_file is not None else None,
     )
-    app = create_app(settings, gateway=Gateway(settings, store=store, environ=environ))
+    app = create_app(settings, gateway=gateway)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", bind_port))

@@ -88,6 +88,12 @@ class Fleet:
         self._refresh: asyncio.Task[None] | None = None
         self._last_refresh = -1e9
         self._wake_prober = asyncio.Event()
+        # Removed backends whose requests still run, with their connections: each
+        # transport is closed once its last request gives its slot back.
+        self._retiring: list[tuple[BackendState, Transport]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        # Callers waiting for a draining backend to finish its last request.
+        self._drain_waits: dict[str, asyncio.Event] = {}
 
     # -- membership -------------------------------------------------------------
 
@@ -134,12 +140,39 @@ class Fleet:
         self.probe_soon()
 
     async def remove(self, name: str) -> None:
+        """Take a backend out: nothing new goes to it; requests running on it finish
+        on their connections, which are closed after the last one."""
+        state = self.backends.get(name)
         self.scheduler.remove_backend(name)
         self.tag_entries.pop(name, None)
         self._models_read_at.pop(name, None)
+        self._no_metrics.discard(name)
+        if self._drain_waits:
+            self._wake_drain_waits()
         transport = self.transports.pop(name, None)
-        if transport is not None:
+        if transport is None:
+            return
+        if state is not None and state.in_flight > 0:
+            self._retiring.append((state, transport))
+        else:
             await transport.close()
+
+    @property
+    def retiring(self) -> int:
+        """Removed backends still finishing requests."""
+        return len(self._retiring)
+
+    def _close_removed(self) -> None:
+        """Close the connections of removed backends whose last request ended."""
+        keep: list[tuple[BackendState, Transport]] = []
+        for state, transport in self._retiring:
+            if state.in_flight > 0:
+                keep.append((state, transport))
+                continue
+            task = asyncio.get_running_loop().create_task(transport.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        self._retiring = keep
 
     def find(self, key: str) -> BackendState | None:
         """A backend by name or by URL."""
@@ -175,6 +208,11 @@ class Fleet:
         retired, self._retired = self._retired, []
         for _, transport in retired:
             await transport.close()
+        for _, transport in self._retiring:
+            await transport.close()
+        self._retiring = []
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -192,6 +230,23 @@ class Fleet:
         self._retired = [(at, t) for at, t in self._retired if at > cutoff]
         for transport in done:
             await transport.close()
+
+    def retime(
+        self,
+        *,
+        probe_interval: float,
+        probe_timeout: float,
+        models_refresh: float,
+        queue_timeout: float,
+        retry_after: float,
+    ) -> None:
+        """New probe and queue timings (a settings change at run time), from now on."""
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._models_refresh = models_refresh
+        self._queue_timeout = queue_timeout
+        self._retry_after = retry_after
+        self._wake_prober.set()  # the loop picks up the new interval at once
 
     def probe_soon(self) -> None:
         """Ask for a probe round now (e.g. after a connect error)."""
@@ -369,6 +424,10 @@ class Fleet:
         if self.breakers is not None and self.breakers.has_events:
             for event in self.breakers.drain_events():
                 log.warning("breaker %s", event)
+        if self._retiring:
+            self._close_removed()
+        if self._drain_waits:
+            self._wake_drain_waits()
 
     # -- operations (the admin API calls these) ------------------------------------
 
@@ -388,6 +447,54 @@ class Fleet:
         log.info("backend %s %s", name, "draining" if on else "no longer draining")
         if not on:
             self._pump()
+
+    async def wait_drained(self, name: str, timeout: float) -> bool:
+        """Wait (up to ``timeout``) until backend ``name`` has nothing in flight."""
+        state = self.backends.get(name)
+        if state is None or state.in_flight == 0:
+            return True
+        event = self._drain_waits.setdefault(name, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return False  # the event stays for other waiters; the last release drops it
+        return True
+
+    def _wake_drain_waits(self) -> None:
+        for name in list(self._drain_waits):
+            state = self.backends.get(name)
+            if state is None or state.in_flight == 0:
+                self._drain_waits.pop(name).set()
+
+    def set_enabled(self, name: str, on: bool) -> None:
+        """A disabled backend is kept (and probed) but chosen for nothing."""
+        self.backends[name].enabled = on
+        log.info("backend %s %s", name, "enabled" if on else "disabled")
+        if on:
+            self._pump()
+
+    def set_capacity(
+        self, name: str, *, max_concurrency: int | None = None, weight: float | None = None
+    ) -> None:
+        """Change a backend's slots or weight; waiters take new slots at once."""
+        state = self.backends[name]
+        if max_concurrency is not None:
+            state.max_concurrency = max_concurrency
+        if weight is not None:
+            state.weight = weight
+        self._pump()
+
+    def clear_breakers(self, backend: str | None = None, model: str | None = None) -> int:
+        """Close open breakers and end cooldowns (all, one backend's, one model's); the
+        requests they held back may go at once. Returns how many were cleared."""
+        if self.breakers is None:
+            return 0
+        cleared = self.breakers.clear(backend, model)
+        if cleared:
+            log.info("breakers cleared: %d (%s:%s)", cleared, backend or "*", model or "*")
+            self._pump()
+        return cleared
 
     def cool_down(self, backend: str, model: str | None, seconds: float, reason: str) -> None:
         """Keep traffic off backend:model (or the whole backend) for ``seconds``."""

@@ -24,7 +24,7 @@ from corral.app.gateway import Gateway
 from corral.app.ollama_api import ollama_routes
 from corral.app.openai_api import openai_routes
 from corral.app.pipeline import Pipeline
-from corral.config import Settings
+from corral.config import ConfigSource, Settings
 from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
 
 __all__ = ["HotPaths", "create_app"]
@@ -41,10 +41,11 @@ def create_app(
     settings: Settings,
     *,
     gateway: Gateway | None = None,
+    config_source: ConfigSource | None = None,
     on_startup: Callable[[Gateway], Awaitable[None]] | None = None,
     on_shutdown: Callable[[Gateway], Awaitable[None]] | None = None,
 ) -> HotPaths:
-    gw = gateway or Gateway(settings)
+    gw = gateway or Gateway(settings, config_source=config_source)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

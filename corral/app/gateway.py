@@ -10,12 +10,14 @@ from typing import Any
 
 from corral.adapters.fleet import Fleet
 from corral.adapters.images import ImageFetcher
+from corral.adapters.store.backends import backend_config, list_backends
 from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
+from corral.app.logbuffer import LogBuffer
 from corral.app.nodes import NodeRegistry
-from corral.config import Settings
+from corral.config import ConfigSource, Settings
 from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
 from corral.core.errors import Conflict, NotFound
@@ -25,7 +27,7 @@ from corral.core.retry import Backoff, RetryBudget, RetryPolicy
 from corral.core.types import BackendState
 from corral.core.usage import UsageRecord
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "breaker_config", "retry_policy"]
 
 log = logging.getLogger("corral.gateway")
 
@@ -45,20 +47,31 @@ def policy_chooser(settings: Settings) -> Callable[[str], Policy]:
     return policy_for
 
 
-def breaker_board(settings: Settings) -> BreakerBoard | None:
+def breaker_config(settings: Settings) -> BreakerConfig:
     cfg = settings.breakers
-    if not cfg.enabled:
+    return BreakerConfig(
+        consecutive_failures=cfg.consecutive_failures,
+        error_rate=cfg.error_rate,
+        window_s=cfg.window_s,
+        min_requests=cfg.min_requests,
+        open_s=cfg.open_s,
+        max_open_s=cfg.max_open_s,
+        half_open_probes=cfg.half_open_probes,
+    )
+
+
+def breaker_board(settings: Settings) -> BreakerBoard | None:
+    if not settings.breakers.enabled:
         return None
-    return BreakerBoard(
-        BreakerConfig(
-            consecutive_failures=cfg.consecutive_failures,
-            error_rate=cfg.error_rate,
-            window_s=cfg.window_s,
-            min_requests=cfg.min_requests,
-            open_s=cfg.open_s,
-            max_open_s=cfg.max_open_s,
-            half_open_probes=cfg.half_open_probes,
-        )
+    return BreakerBoard(breaker_config(settings))
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    # Retries stay a small share of requests, so they never amplify an outage.
+    return RetryPolicy(
+        settings.retry.attempts,
+        budget=RetryBudget(settings.retry.budget_ratio),
+        backoff=Backoff(settings.retry.backoff_s, settings.retry.backoff_max_s),
     )
 
 
@@ -72,8 +85,17 @@ class Gateway:
         *,
         store: Store | None = None,
         environ: Mapping[str, str] | None = None,
+        config_source: ConfigSource | None = None,
     ) -> None:
         self.settings = settings
+        # Where the settings came from (file, env, flags), for reload and save; None
+        # when they were handed in as a value.
+        self.config_source = config_source
+        # The settings it started with: changes made at run time that apply only at
+        # the next start are the differences from these (GET /admin/config).
+        self.started_settings = settings
+        # Recent log records for GET /admin/logs: on the root logger while running.
+        self.logs = LogBuffer(settings.log_buffer)
         # The store: opened at start unless one is handed in (then its owner closes it).
         self.store: Store | None = store
         self._owns_store = store is None
@@ -99,12 +121,7 @@ class Gateway:
         for b in settings.backends:
             self.add_backend(b)
         self.fleet.scheduler.keep_alive_s = settings.routing.keep_alive_s
-        # Retries stay a small share of requests, so they never amplify an outage.
-        self.retry_policy = RetryPolicy(
-            settings.retry.attempts,
-            budget=RetryBudget(settings.retry.budget_ratio),
-            backoff=Backoff(settings.retry.backoff_s, settings.retry.backoff_max_s),
-        )
+        self.retry_policy = retry_policy(settings)
         self.started_at = time.time()
         self.open_streams = 0
         # Finished requests, newest last. The accounting store (a later stage) drains
@@ -153,6 +170,8 @@ class Gateway:
         state.vram_bytes = int(b.vram_gb * 1024**3) if b.vram_gb is not None else None
         state.max_loaded_models = b.max_loaded_models
         state.origin = origin
+        state.tags = tuple(b.tags)
+        state.labels = dict(b.labels)
         return state
 
     async def add_and_probe(
@@ -184,11 +203,13 @@ class Gateway:
 
     async def start(self) -> None:
         self.nodes.load_token()  # before anything opens: a bad token file stops the start
+        logging.getLogger().addHandler(self.logs)
         if self.store is None:
             self.store = await Store.open(database_url(self.settings))
         try:
             await self.store.upgrade()
             await self.auth.start(self.store, self._environ)
+            await self._add_registered(self.store)
             if self.settings.usage.journal:
                 ledger = UsageLog(
                     self.store,
@@ -201,12 +222,21 @@ class Gateway:
         except BaseException:
             await self.auth.stop()
             await self._close_store()
+            logging.getLogger().removeHandler(self.logs)
             raise
         await self.fleet.start()
         await self.nodes.start()
         up = [b.name for b in self.fleet.backends.values() if b.healthy]
         down = [b.name for b in self.fleet.backends.values() if not b.healthy]
         log.info("backends up: %s; down: %s", ", ".join(up) or "none", ", ".join(down) or "none")
+
+    async def _add_registered(self, store: Store) -> None:
+        """The backends registered through the admin API in earlier runs."""
+        for stored in await list_backends(store):
+            try:
+                self.add_backend(backend_config(stored), origin="registered")
+            except Exception as exc:  # one bad row must not keep the gateway down
+                log.error("registered backend %s not added: %s", stored.name, exc)
 
     async def stop(self) -> None:
         await self.nodes.stop()
@@ -217,6 +247,7 @@ class Gateway:
             ledger, self.ledger = self.ledger, None
             await ledger.stop()
         await self._close_store()
+        logging.getLogger().removeHandler(self.logs)
 
     async def _close_store(self) -> None:
         if self.store is not None and self._owns_store:

@@ -275,9 +275,9 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
         # Ollama takes image bytes only: fetch the URLs (once, SSRF-guarded).
         await gw.images.fetch_all(parsed.messages)
     upstream_model = gw.fleet.upstream_name(decision.backend, ctx.model)
-    plan = make_plan(
-        ctx, state.kind, upstream_model, gw.fleet.tag_entries[decision.backend].get(ctx.model)
-    )
+    # .get: the backend may have been removed while the images were fetched.
+    entries = gw.fleet.tag_entries.get(decision.backend, {})
+    plan = make_plan(ctx, state.kind, upstream_model, entries.get(ctx.model))
     if plan.mode == "local":
         ctx.status = 200
         await _start(ctx, 200, _JSON, len(plan.body))

@@ -14,7 +14,7 @@ from rich.console import Console
 from corral.app.auth import AuthStartError, admin_key_from
 from corral.app.listener import Server
 from corral.app.nodes import FleetTokenError, load_fleet_token
-from corral.config import ConfigError, Settings, load_settings
+from corral.config import ConfigError, ConfigSource, Settings
 from corral.core.policies import POLICIES
 
 __all__ = ["run"]
@@ -22,8 +22,10 @@ __all__ = ["run"]
 
 def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = False) -> int:
     err = Console(stderr=True, soft_wrap=True)
+    # Kept by the gateway: POST /admin/config/reload reads the same sources again.
+    source = ConfigSource(config_file, dict(overrides), None, tuple(POLICIES))
     try:
-        settings = load_settings(config_file, overrides=overrides, known_policies=POLICIES)
+        settings = source.load()
     except ConfigError as exc:
         err.print(f"[bold red]corral: invalid configuration[/]\n{exc}", highlight=False)
         return 2
@@ -40,7 +42,7 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
             "CORRAL_BACKENDS, use --config, or try --demo.",
             highlight=False,
         )
-    app = build(settings, demo=demo)
+    app = build(settings, demo=demo, source=source)
     _banner(err, settings, demo)
     config = uvicorn.Config(
         app,
@@ -72,14 +74,19 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
     return 0
 
 
-def build(settings: Settings, *, demo: bool = False) -> Any:
+def build(settings: Settings, *, demo: bool = False, source: ConfigSource | None = None) -> Any:
     from corral.app.factory import create_app
 
     if not demo:
-        return create_app(settings)
+        return create_app(settings, config_source=source)
     from corral.app.demo import start_demo_fleet, stop_demo_fleet
 
-    return create_app(settings, on_startup=start_demo_fleet, on_shutdown=stop_demo_fleet)
+    return create_app(
+        settings,
+        config_source=source,
+        on_startup=start_demo_fleet,
+        on_shutdown=stop_demo_fleet,
+    )
 
 
 def _banner(err: Console, settings: Settings, demo: bool) -> None:

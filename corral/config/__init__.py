@@ -15,7 +15,7 @@ from corral.
 from __future__ import annotations
 
 from corral.config.errors import ConfigError
-from corral.config.loader import dump_yaml, load_settings, parse_backend
+from corral.config.loader import ConfigSource, dump_yaml, load_settings, parse_backend
 from corral.config.models import (
     DEFAULT_POLICIES,
     BackendConfig,
@@ -38,6 +38,7 @@ __all__ = [
     "BackendConfig",
     "BackendKind",
     "ConfigError",
+    "ConfigSource",
     "CorsConfig",
     "HealthConfig",
     "LimitsConfig",

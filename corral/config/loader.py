@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
@@ -16,7 +17,7 @@ from corral.config.errors import ConfigError
 from corral.config.models import DEFAULT_POLICIES, BackendConfig, Settings
 from corral.config.sources import KeyPath, Layer, dotted, env_layers, override_layer, read_yaml
 
-__all__ = ["dump_yaml", "load_settings", "parse_backend"]
+__all__ = ["ConfigSource", "dump_yaml", "load_settings", "parse_backend"]
 
 
 def load_settings(
@@ -51,6 +52,37 @@ def load_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """Where a gateway's settings came from, so they can be read again or saved.
+
+    ``environ`` None means the process environment, read at each `load`.
+    """
+
+    file: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] | None = None
+    known_policies: tuple[str, ...] = DEFAULT_POLICIES
+
+    @property
+    def path(self) -> Path | None:
+        """The config file: the one named, else env ``CORRAL_CONFIG``, else None."""
+        if self.file is not None:
+            return self.file
+        env = os.environ if self.environ is None else self.environ
+        named = env.get("CORRAL_CONFIG", "").strip()
+        return Path(named) if named else None
+
+    def load(self) -> Settings:
+        """Read every source again (ConfigError listing the problems)."""
+        return load_settings(
+            self.file,
+            environ=self.environ,
+            overrides=self.overrides,
+            known_policies=self.known_policies,
+        )
 
 
 def parse_backend(spec: str) -> BackendConfig:

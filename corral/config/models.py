@@ -59,6 +59,10 @@ _DEFAULT_CONCURRENCY: dict[str, int] = {"ollama": 4, "openai": 32}
 # Backend names travel in X-Corral-Backend headers and comma-separated env lists.
 _NAME_RE = re.compile(r"^[^\s,=]{1,128}$")
 
+# Tags and label keys travel in query strings and comma-separated lists.
+_TAG_RE = re.compile(r"^[^\s,=]{1,64}$")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
 # An allowed image host is a bare name or IP; these characters mean a URL was pasted.
 _HOST_BAD_RE = re.compile(r"[\s/@?#*\[\]]")
 
@@ -149,6 +153,34 @@ class BackendConfig(_Section):
         ge=1,
         description="Requests in flight at once for one model here; unset = max_concurrency.",
     )
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Free-form marks for operators and filters, e.g. [gpu-a100, eu].",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="key: value marks, e.g. {rack: r12, team: search}.",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, tags: list[str]) -> list[str]:
+        for i, tag in enumerate(tags):
+            if not _TAG_RE.match(tag):
+                raise ValueError(f"tags[{i}] {tag!r}: 1-64 characters without spaces, ',' or '='")
+        return list(dict.fromkeys(tags))  # repeats mean nothing more
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not _LABEL_KEY_RE.match(key):
+                raise ValueError(
+                    f"label {key!r}: keys are 1-63 letters, digits, '.', '_', '/' or '-'"
+                )
+            if len(value) > 256 or not value.isprintable():
+                raise ValueError(f"label {key!r}: values are up to 256 printable characters")
+        return labels
 
     @model_validator(mode="before")
     @classmethod
@@ -446,6 +478,12 @@ class Settings(_Section):
     )
     policy: str = Field(default="corral", description="Name of the backend selection policy.")
     log_level: LogLevel = Field(default="info", description="Least severe log level written.")
+    log_buffer: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="Recent log records kept in memory for GET /admin/logs; 0 = none.",
+    )
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     timeouts: TimeoutsConfig = Field(default_factory=lambda: TimeoutsConfig())
     queue: QueueConfig = Field(default_factory=lambda: QueueConfig())

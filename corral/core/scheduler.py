@@ -76,7 +76,10 @@ class Scheduler:
         self.breakers = breakers
         self.backends: dict[str, BackendState] = {}
         self._by_model: dict[str, list[BackendState]] = {}
-        self._bound: dict[int, Ticket] = {}
+        # Bound tickets with the backend state they hold a slot on: a backend removed
+        # (or removed and added again under its name) while they run still gets its
+        # slot back on the state that gave it.
+        self._bound: dict[int, tuple[Ticket, BackendState]] = {}
         self._seq = 0
         self.paused = False
 
@@ -307,7 +310,7 @@ class Scheduler:
             tuple(sorted(exclude)) if exclude else (),
         )
         ticket.bound_at = now
-        self._bound[ticket.seq] = ticket
+        self._bound[ticket.seq] = (ticket, chosen)
         self.queue.charge(ticket, prompt_tokens=float(info.prompt_tokens))
         return True
 
@@ -352,20 +355,24 @@ class Scheduler:
         self.queue.charge(ticket, output_tokens=output_tokens)
 
     def release(self, ticket: Ticket, outcome: Outcome, now: float) -> list[Ticket]:
-        """Give back the ticket's slot; return the waiters that got one as a result."""
-        decision = ticket.decision
-        if decision is None or self._bound.pop(ticket.seq, None) is None:
+        """Give back the ticket's slot; return the waiters that got one as a result.
+
+        A request that ran on a backend removed meanwhile frees its slot on the old
+        state, and teaches nothing to the policy or the breakers (which forgot it).
+        """
+        bound = self._bound.pop(ticket.seq, None) if ticket.decision is not None else None
+        if bound is None:
             return []
+        state = bound[1]
         model = ticket.info.model
         self.queue.settle(ticket, outcome.prompt_tokens, outcome.output_tokens)
-        state = self.backends.get(decision.backend)
-        if state is not None:
-            state.in_flight -= 1
-            left = state.in_flight_by_model.get(model, 1) - 1
-            if left > 0:
-                state.in_flight_by_model[model] = left
-            else:
-                state.in_flight_by_model.pop(model, None)
+        state.in_flight -= 1
+        left = state.in_flight_by_model.get(model, 1) - 1
+        if left > 0:
+            state.in_flight_by_model[model] = left
+        else:
+            state.in_flight_by_model.pop(model, None)
+        if self.backends.get(state.name) is state:
             if outcome.ok:
                 state.served += 1
                 if state.kind == "ollama":
@@ -375,8 +382,8 @@ class Scheduler:
             else:
                 state.failed += 1
             self._policy_for(model).on_complete(state, ticket.info, outcome, now)
-        if self.breakers is not None:
-            self.breakers.record(decision.backend, model, outcome, now)
+            if self.breakers is not None:
+                self.breakers.record(state.name, model, outcome, now)
         return self.pump(now) if len(self.queue) else []
 
     # -- waiting ----------------------------------------------------------------

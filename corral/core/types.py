@@ -79,6 +79,9 @@ class BackendState:
     # A node whose agent went silent: out of routing, and no probe brings it back;
     # only the agent's next heartbeat does (the engine may still answer, unwatched).
     offline: bool = False
+    # The operator's marks (config or admin API): free-form tags and key=value labels.
+    tags: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def free_slots(self) -> int:

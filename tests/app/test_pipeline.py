@@ -44,4 +44,7 @@ def test_every_endpoint_shows_its_stages() -> None:
         ("POST", "/v1/completions"): openai,
         ("POST", "/v1/embeddings"): openai,
         ("POST", "/jobs"): inference,  # seed 003's job: an Ollama generate
+        # Seed 000's aliases (docs/admin-api.md): the same pipelines under its paths.
+        ("POST", "/generate"): inference,
+        ("POST", "/chat"): inference,
     }

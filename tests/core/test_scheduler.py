@@ -330,3 +330,22 @@ def test_a_retry_goes_to_the_front_of_its_queue() -> None:
     assert bound_to(second) != failed_on
     assert s.release(second, OK, 3) == [retry]  # ...but the retry beats "later"
     assert later.decision is None
+
+
+def test_a_request_on_a_removed_backend_gives_its_slot_back_to_the_old_state() -> None:
+    from corral.core.breakers import BreakerBoard
+
+    board = BreakerBoard()
+    s = fleet(("a", 1, {"m:latest"}), breakers=board)
+    old = s.backends["a"]
+    running = s.submit(info(), 0, 5)
+    s.remove_backend("a")
+    # The same name joins again (a re-registration) before the request ends.
+    s.add_backend(BackendState("a", "http://a2", max_concurrency=1, healthy=True))
+    s.set_models("a", {"m:latest"})
+    new = s.backends["a"]
+    assert bound_to(s.submit(info(), 0, 5)) == "a" and new.in_flight == 1
+    s.release(running, Outcome(ok=False, status=502), 1)
+    assert (old.in_flight, new.in_flight) == (0, 1)
+    assert (old.failed, new.failed) == (0, 0)  # the old one is gone; the new one did not fail
+    assert board.snapshot(1) == [] and s.in_flight == 1

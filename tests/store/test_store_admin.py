@@ -179,3 +179,38 @@ async def test_bad_quota_requests_are_refused_and_leave_nothing(store: Store) ->
     with pytest.raises(BadRequest):
         await quota.list_quota_requests(store, status="maybe")
     assert (await audit.search_audit(store)).items == []
+
+
+async def test_backend_changes_commit_with_their_audit_rows(store: Store) -> None:
+    await backends.register_backend(
+        store, "http://gpu1:11434", name="gpu1", options={"weight": 2}, actor="root"
+    )
+    before, after = await backends.update_backend(
+        store, "gpu1", {"max_concurrency": 6, "tags": ["eu"], "weight": None}, actor="root"
+    )
+    assert before.options == {"weight": 2.0}
+    assert after.options == {"max_concurrency": 6, "tags": ["eu"]}
+    with pytest.raises(BadRequest, match="max_concurrency"):
+        await backends.update_backend(store, "gpu1", {"max_concurrency": 0}, actor="root")
+    with pytest.raises(BadRequest, match="url cannot be changed"):
+        await backends.update_backend(store, "gpu1", {"url": "http://x:1"}, actor="root")
+    with pytest.raises(NotFound):
+        await backends.update_backend(store, "nope", {"weight": 1}, actor="root")
+    # A refused audit row (a bad actor name) takes the change down with it.
+    with pytest.raises(BadRequest):
+        await backends.update_backend(store, "gpu1", {"weight": 3}, actor="")
+    with pytest.raises(BadRequest):
+        await backends.register_backend(store, "http://gpu2:11434", name="gpu2", actor="")
+    assert [b.name for b in await backends.list_backends(store)] == ["gpu1"]
+    assert (await backends.list_backends(store))[0].options == after.options
+    await backends.deregister_backend(store, "gpu1", actor="root")
+    events = (await audit.search_audit(store, target="gpu1")).items
+    assert [e.action for e in reversed(events)] == [
+        "backend.register",
+        "backend.update",
+        "backend.deregister",
+    ]
+    assert events[1].before == {"name": "gpu1", "url": "http://gpu1:11434", "kind": "ollama",
+                                "weight": 2.0}  # fmt: skip
+    assert events[1].after is not None and events[1].after["tags"] == ["eu"]
+    assert events[0].before is not None and events[0].before["max_concurrency"] == 6

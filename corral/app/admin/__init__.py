@@ -20,11 +20,15 @@ from starlette.routing import BaseRoute
 
 from corral.app.admin import (
     apikeys,
+    backends,
     budgets,
+    config_api,
     health,
     models,
     nodes,
+    operations,
     people,
+    seed,
     seed_nodes,
     selfservice,
 )
@@ -45,9 +49,13 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
         models.router(gw),
         nodes.router(gw),
         seed_nodes.router(gw),
+        backends.router(gw),
+        operations.router(gw),
+        config_api.router(gw),
+        seed.router(gw),
     ]
 
 
 def hot_routes(gw: Gateway) -> list[BaseRoute]:
     """Plain routes (pipelines among them) that belong to the control plane's modules."""
-    return [*seed_nodes.hot_routes(gw)]
+    return [*seed.hot_routes(gw), *seed_nodes.hot_routes(gw)]
