@@ -14,6 +14,7 @@ from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
+from corral.app.workers import WorkerPool
 from corral.config import Settings
 from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
@@ -120,6 +121,8 @@ class Gateway:
         self.telemetry: dict[str, dict[str, Any]] = {}
         # Fetches http(s) image URLs for backends that only take image bytes (Ollama).
         self.images = ImageFetcher(settings.images)
+        # Spawned workers (settings.workers): started with the gateway, stopped with it.
+        self.workers = WorkerPool(self, settings.workers) if settings.workers.enabled else None
 
     def add_backend(self, b: BackendConfig, *, origin: str = "config") -> BackendState:
         """Put a backend into the fleet (not probed yet: `add_and_probe` does both).
@@ -190,8 +193,12 @@ class Gateway:
         up = [b.name for b in self.fleet.backends.values() if b.healthy]
         down = [b.name for b in self.fleet.backends.values() if not b.healthy]
         log.info("backends up: %s; down: %s", ", ".join(up) or "none", ", ".join(down) or "none")
+        if self.workers is not None:
+            await self.workers.start()
 
     async def stop(self) -> None:
+        if self.workers is not None:  # first: they leave the fleet, then their processes end
+            await self.workers.stop()
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()

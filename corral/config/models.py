@@ -24,6 +24,7 @@ from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.config.usage import UsageConfig
+from corral.config.workers import WorkersConfig
 from corral.core.models import LogicalModel
 from corral.core.names import normalize_model
 from corral.core.policies import POLICIES, make_policy
@@ -458,6 +459,7 @@ class Settings(_Section):
     breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
+    workers: WorkersConfig = Field(default_factory=lambda: WorkersConfig())
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:

@@ -51,6 +51,8 @@ SEED_ALIASES: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType(
         # The seed had one read timeout; it bounded both the wait and the silences.
         "READ_TIMEOUT_SEC": (("timeouts", "first_byte_s"), ("timeouts", "stream_idle_s")),
         "PORT": (("port",),),
+        # Seed 001: the model every spawned worker pulls before it is ready.
+        "REQUIRED_MODEL": (("workers", "models"),),
     }
 )
 """Env names from the seed design, accepted below CORRAL_* in precedence."""
