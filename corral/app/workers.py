@@ -386,7 +386,8 @@ class WorkerPool:
                 await w.bring_up
         elif w.state in ("ready", "draining"):
             w.state = "draining"
-            if w.id in self.gw.fleet.backends:
+            backend = self.gw.fleet.backends.get(w.id)
+            if backend is not None and not backend.draining:
                 self.gw.fleet.drain(w.id)
             if drain:
                 await self._drained(w)

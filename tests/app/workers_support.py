@@ -57,14 +57,18 @@ class WorkersGateway:
 
 @asynccontextmanager
 async def workers_gateway(
-    backends: list[Any] | None = None, environ: dict[str, str] | None = None, **workers: Any
+    backends: list[Any] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
+    **workers: Any,
 ) -> AsyncIterator[WorkersGateway]:
-    """A gateway with ``workers`` settings (short intervals); on the way out, checks
-    that no worker process it ever started is left running."""
+    """A gateway with ``workers`` settings (short intervals) and other ``settings``; on
+    the way out, checks that no worker process it ever started is left running."""
     cfg = {"command": SIM, "interval_s": 0.1, "ready_timeout_s": 30.0} | workers
     pids: set[int] = set()
     async with (
-        run_gateway(backends or [], workers=cfg, environ=environ) as running,
+        run_gateway(backends or [], workers=cfg, environ=environ, **(settings or {})) as running,
         httpx.AsyncClient(base_url=running.url, timeout=60.0) as client,
     ):
         wg = WorkersGateway(running, client)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
@@ -79,6 +79,8 @@ class WorkersView(BaseModel):
 
 
 class SpawnRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a mistyped field is a 400, not ignored
+
     count: int = Field(default=1, ge=1, le=1000, description="How many workers to start.")
     wait: bool = Field(
         default=True,
@@ -88,6 +90,8 @@ class SpawnRequest(BaseModel):
 
 
 class PruneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     mode: Literal["idle", "all"] = Field(
         default="idle",
         description="idle: only workers with nothing in flight; all: every worker, idle "
