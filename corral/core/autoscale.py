@@ -29,7 +29,9 @@ from typing import Literal
 __all__ = [
     "Autoscaler",
     "Pressure",
+    "PruneMode",
     "ScaleDecision",
+    "ScaleKind",
     "ScaleRule",
     "WorkerLoad",
     "next_gpu",
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 PruneMode = Literal["idle", "all"]
+ScaleKind = Literal["min", "up", "down"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class ScaleDecision:
     add: int = 0
     remove: tuple[str, ...] = ()
     reason: str = ""
+    kind: ScaleKind | None = None  # min: refilling the floor; up, down: scaling
 
     def __bool__(self) -> bool:
         return bool(self.add or self.remove)
@@ -125,7 +129,8 @@ class Autoscaler:
         if live < rule.min:
             if not may_start:
                 return _NOTHING
-            return ScaleDecision(add=rule.min - live, reason=f"below min ({live} of {rule.min})")
+            reason = f"below min ({live} of {rule.min})"
+            return ScaleDecision(add=rule.min - live, reason=reason, kind="min")
         if not rule.autoscale:
             return _NOTHING
         until = self.cooling_until()
@@ -143,6 +148,7 @@ class Autoscaler:
             return ScaleDecision(
                 add=add,
                 reason=f"{pressure.waiting} waiting, oldest {pressure.oldest_wait_s:.1f}s",
+                kind="up",
             )
         idle = [w for w in workers if w.ready and w.idle_for(now) >= rule.idle_s]
         spare = live - rule.min
@@ -151,7 +157,7 @@ class Autoscaler:
         idle.sort(key=lambda w: -w.idle_for(now))
         gone = tuple(w.id for w in idle[:spare])
         self.last_action_at = now
-        return ScaleDecision(remove=gone, reason=f"idle for {rule.idle_s:g}s or more")
+        return ScaleDecision(remove=gone, reason=f"idle for {rule.idle_s:g}s or more", kind="down")
 
 
 def prune_order(workers: Iterable[WorkerLoad], mode: PruneMode, now: float) -> list[str]:

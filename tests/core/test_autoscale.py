@@ -40,7 +40,7 @@ def scaler(**rule: object) -> Autoscaler:
 def test_below_min_adds_the_difference_at_once() -> None:
     a = scaler(min=3)
     d = a.decide([ready("w1")], IDLE, now=0.0)
-    assert (d.add, d.remove) == (2, ())
+    assert (d.add, d.remove, d.kind) == (2, (), "min")
     assert d.reason == "below min (1 of 3)"
 
 
@@ -75,7 +75,7 @@ def test_a_ready_worker_clears_the_failures() -> None:
 def test_queue_depth_adds_one_worker_per_up_queue_waiting() -> None:
     a = scaler(min=1, max=10, up_queue=4)
     d = a.decide([ready("w1", in_flight=4)], Pressure(waiting=9, oldest_wait_s=0.1), now=0.0)
-    assert d.add == 3  # ceil(9 / 4)
+    assert (d.add, d.kind) == (3, "up")  # ceil(9 / 4)
     assert "9 waiting" in d.reason
 
 
@@ -129,7 +129,7 @@ def test_idle_workers_are_pruned_down_to_min_longest_idle_first() -> None:
     ]
     d = a.decide(workers, IDLE, now=120.0)
     # w1 has been idle 70 s, w2 110 s, w3 90 s; the busy w4 keeps the floor of one.
-    assert d.remove == ("w2", "w3", "w1")
+    assert (d.remove, d.kind) == (("w2", "w3", "w1"), "down")
     assert "idle" in d.reason
 
 

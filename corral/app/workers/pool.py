@@ -1,16 +1,13 @@
-"""Spawned workers on the running gateway: start, watch, scale and stop them.
+"""The worker pool: each spawned worker from its reservation to its end.
 
-`WorkerPool` is the supervisor. A worker is started by the provider (a local process
-for now), waits until its engine answers and holds the required models, and only
-then joins the fleet as a backend of origin ``worker`` (`Gateway.add_and_probe`). A
-pruned worker is drained first (it finishes what it has and takes nothing new),
-then leaves the fleet (`Gateway.remove_backend`) and is stopped. A worker that exits
-on its own is noticed at once (a task waits on every process), taken out of the
-fleet, and replaced when the pool falls below ``workers.min``.
-
-Every ``workers.interval_s`` the pool reads the queue in front of the workers'
-models and each worker's idleness, and lets the pure `Autoscaler`
-(corral/core/autoscale.py) decide. Nothing here is on the request path.
+A worker is started by the provider (a local process for now), waits until its
+engine answers and holds the required models, and only then joins the fleet as a
+backend of origin ``worker`` (`Gateway.add_and_probe`). A retired worker is drained
+first (it finishes what it has and takes nothing new), then leaves the fleet
+(`Gateway.remove_backend`) and is stopped. A worker that exits on its own is noticed
+at once (a task waits on every process), taken out of the fleet, and replaced by the
+next look of the autoscaler (corral/app/workers/scaling.py) when the pool is below
+``workers.min``. Nothing here is on the request path.
 """
 
 from __future__ import annotations
@@ -18,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from corral.adapters.store.audit import add_audit
 from corral.adapters.workers import (
     Launch,
     ProcessProvider,
@@ -34,24 +29,16 @@ from corral.adapters.workers import (
     pick_port,
     wait_ready,
 )
+from corral.app.workers.scaling import ScaleEvent, Scaling
 from corral.config.models import BackendConfig
 from corral.config.workers import WorkersConfig
-from corral.core.autoscale import (
-    Autoscaler,
-    Pressure,
-    PruneMode,
-    ScaleRule,
-    WorkerLoad,
-    next_gpu,
-    prune_order,
-)
+from corral.core.autoscale import Autoscaler, PruneMode, next_gpu, prune_order
 from corral.core.errors import Conflict, NotFound, UpstreamError
-from corral.core.names import normalize_model
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
 
-__all__ = ["ScaleEvent", "Worker", "WorkerPool"]
+__all__ = ["Worker", "WorkerPool"]
 
 log = logging.getLogger("corral.workers")
 
@@ -85,14 +72,6 @@ class Worker:
     retiring: asyncio.Task[Any] | None = None  # whatever is ending it (a stop, a crash)
 
 
-@dataclass(frozen=True, slots=True)
-class ScaleEvent:
-    at: float  # wall clock
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    reason: str
-
-
 class WorkerPool:
     def __init__(
         self, gw: Gateway, config: WorkersConfig, provider: WorkerProvider | None = None
@@ -102,20 +81,7 @@ class WorkerPool:
         self.provider: WorkerProvider = provider or ProcessProvider(config.command, config.env)
         self.workers: dict[str, Worker] = {}  # not ended yet
         self.ended: deque[Worker] = deque(maxlen=20)  # newest first
-        self.events: deque[ScaleEvent] = deque(maxlen=50)  # newest first
-        self.autoscaler = Autoscaler(
-            ScaleRule(
-                min=config.min,
-                max=config.max,
-                up_queue=config.scale_up_queue,
-                up_wait_s=config.scale_up_wait_s,
-                idle_s=config.idle_s,
-                cooldown_s=config.cooldown_s,
-                autoscale=config.autoscale,
-                retry_base_s=config.interval_s,
-            )
-        )
-        self._models = {normalize_model(m) for m in config.models}
+        self.scaling = Scaling(self)
         self._seq = 0
         self._gpu_turn = 0
         self._wake = asyncio.Event()
@@ -123,6 +89,15 @@ class WorkerPool:
         self._closing = False
 
     # -- views ----------------------------------------------------------------
+
+    @property
+    def autoscaler(self) -> Autoscaler:
+        return self.scaling.autoscaler
+
+    @property
+    def events(self) -> deque[ScaleEvent]:
+        """The autoscaler's actions, newest first."""
+        return self.scaling.events
 
     def live(self) -> list[Worker]:
         """Workers starting or serving (what min and max count)."""
@@ -151,7 +126,7 @@ class WorkerPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         # Drains under way give up at once (see _drained); the rest stop without one.
-        stopping = [self._retiring(w, drain=False) for w in list(self.workers.values())]
+        stopping = [self.retiring(w, drain=False) for w in list(self.workers.values())]
         await asyncio.gather(*stopping, return_exceptions=True)
 
     def wake(self) -> None:
@@ -164,7 +139,7 @@ class WorkerPool:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self.check()
+                await self.scaling.check()
             except Exception:  # the supervisor must outlive one bad look
                 log.exception("workers: the autoscaler's check failed")
 
@@ -184,7 +159,7 @@ class WorkerPool:
                 param="count",
             )
         try:
-            workers = self._reserve(count, reason)
+            workers = self.reserve(count, reason)
         except WorkerStartError as exc:
             raise Conflict(str(exc), param="count") from None
         if not wait:
@@ -193,7 +168,7 @@ class WorkerPool:
         await asyncio.wait([w.bring_up for w in workers if w.bring_up is not None])
         failed = [w for w in workers if w.state != "ready"]
         if failed:
-            await asyncio.gather(*(self._retiring(w) for w in workers))
+            await asyncio.gather(*(self.retiring(w) for w in workers))
             why = "; ".join(f"{w.id}: {w.error or w.state}" for w in failed)
             tail = " | ".join(failed[0].log[-5:])
             raise UpstreamError(
@@ -202,7 +177,7 @@ class WorkerPool:
             )
         return workers
 
-    def _reserve(self, count: int, reason: str) -> list[Worker]:
+    def reserve(self, count: int, reason: str) -> list[Worker]:
         """Pick ids, ports and GPUs for ``count`` workers and start bringing them up."""
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -346,8 +321,8 @@ class WorkerPool:
     ) -> list[Worker]:
         """Retire idle workers (or all, idle first), draining busy ones first."""
         now = asyncio.get_running_loop().time()
-        self._note_idle(now)
-        order = prune_order(self._loads(now), mode, now)
+        self.scaling.note_idle(now)
+        order = prune_order(self.scaling.loads(), mode, now)
         chosen = [self.workers[i] for i in (order if count is None else order[:count])]
         await self._retire_all(chosen, wait=wait)
         return chosen
@@ -362,11 +337,11 @@ class WorkerPool:
         return w
 
     async def _retire_all(self, workers: list[Worker], *, wait: bool) -> None:
-        tasks = [self._retiring(w) for w in workers]
+        tasks = [self.retiring(w) for w in workers]
         if wait and tasks:
             await asyncio.gather(*(asyncio.shield(t) for t in tasks))
 
-    def _retiring(self, w: Worker, drain: bool = True) -> asyncio.Task[Any]:
+    def retiring(self, w: Worker, drain: bool = True) -> asyncio.Task[Any]:
         if w.retiring is None:
             if w.state == "ready":
                 # At once, not when the task first runs: from now on it takes nothing new.
@@ -416,85 +391,3 @@ class WorkerPool:
                 )
                 return
             await asyncio.sleep(0.05)
-
-    # -- the autoscaler ---------------------------------------------------------
-
-    async def check(self) -> None:
-        """One look: note idleness, read the queue, scale as the autoscaler decides."""
-        now = asyncio.get_running_loop().time()
-        self._note_idle(now)
-        decision = self.autoscaler.decide(self._loads(now), self._pressure(now), now)
-        if not decision:
-            return
-        added: list[Worker] = []
-        if decision.add:
-            reason = "min" if decision.reason.startswith("below min") else "autoscale"
-            try:
-                added = self._reserve(decision.add, reason)
-            except WorkerStartError as exc:
-                log.warning("workers: cannot add %d: %s", decision.add, exc)
-                self.autoscaler.failed(now)
-        removed = [self.workers[i] for i in decision.remove if i in self.workers]
-        for w in removed:
-            self._retiring(w)
-        event = ScaleEvent(
-            time.time(), tuple(w.id for w in added), tuple(w.id for w in removed), decision.reason
-        )
-        self.events.appendleft(event)
-        log.info("workers: +%d -%d (%s)", len(event.added), len(event.removed), decision.reason)
-        await self._audit(event)
-
-    async def _audit(self, event: ScaleEvent) -> None:
-        if self.gw.store is None:
-            return
-        action = "workers.scale_up" if event.added else "workers.scale_down"
-        target = ",".join(event.added or event.removed)[:256]
-        try:
-            after = {"added": list(event.added), "removed": list(event.removed)}
-            await add_audit(
-                self.gw.store, "autoscaler", action, target, after=after | {"reason": event.reason}
-            )
-        except Exception:
-            log.exception("workers: could not audit %s", action)
-
-    def _note_idle(self, now: float) -> None:
-        for w in self.workers.values():
-            state = self.gw.fleet.backends.get(w.id)
-            if w.state != "ready" or state is None:
-                continue
-            done = state.served + state.failed
-            if state.in_flight:
-                w.idle_since = None
-            elif w.idle_since is None or done != w.done_seen:
-                w.idle_since = now  # a request finished since the last look
-            w.done_seen = done
-
-    def _loads(self, now: float) -> list[WorkerLoad]:
-        loads = []
-        for w in self.live():
-            state = self.gw.fleet.backends.get(w.id)
-            loads.append(
-                WorkerLoad(
-                    id=w.id,
-                    ready=w.state == "ready",
-                    in_flight=state.in_flight if state is not None else 0,
-                    idle_since=w.idle_since,
-                    started_at=w.started_at,
-                )
-            )
-        return loads
-
-    def _pressure(self, now: float) -> Pressure:
-        """Requests waiting for a model the workers hold or must hold."""
-        models = set(self._models)
-        for w in self.workers.values():
-            state = self.gw.fleet.backends.get(w.id)
-            if state is not None:
-                models.update(state.models)
-        waiting = 0
-        oldest = math.inf
-        for ticket in self.gw.fleet.scheduler.queue.tickets():
-            if not models or ticket.info.model in models:
-                waiting += 1
-                oldest = min(oldest, ticket.enqueued_at)
-        return Pressure(waiting, now - oldest if waiting else 0.0)
