@@ -212,12 +212,13 @@ async def test_a_worker_that_cannot_start_fails_the_spawn_and_nothing_is_kept() 
 
 async def test_a_command_that_keeps_failing_is_retried_with_backoff() -> None:
     command = "{python} -c 'import sys; sys.exit(1)' {port}"
-    async with workers_gateway(command=command, min=1, interval_s=0.05) as wg:
-        await until(lambda: len(wg.pool.ended) >= 3, timeout=15)
-        await asyncio.sleep(1.0)
-        # Doubling from 0.05 s: about 6 attempts in ~2 s, not one per look.
-        assert len(wg.pool.ended) <= 8
-        assert wg.pool.autoscaler.failures >= 3
+    async with workers_gateway(command=command, min=1, interval_s=0.2) as wg:
+        await until(lambda: len(wg.pool.ended) >= 5, timeout=30)
+        starts = sorted(w.created_at for w in wg.pool.ended)[:5]
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        # The n-th failure in a row holds the next start back 0.2 s x 2^(n-1).
+        assert all(gap >= 0.2 * 2**i for i, gap in enumerate(gaps)), gaps
+        assert {w.reason for w in wg.pool.ended} == {"min"}
 
 
 async def test_a_worker_not_ready_in_time_is_stopped() -> None:

@@ -343,18 +343,21 @@ class WorkerPool:
 
     def retiring(self, w: Worker, drain: bool = True) -> asyncio.Task[Any]:
         if w.retiring is None:
+            # At once, not when the task first runs: from now on it takes nothing new
+            # and no longer counts as live.
             if w.state == "ready":
-                # At once, not when the task first runs: from now on it takes nothing new.
                 w.state = "draining"
                 if w.id in self.gw.fleet.backends:
                     self.gw.fleet.drain(w.id)
+            elif w.state == "starting":
+                w.state = "stopping"
             w.retiring = asyncio.create_task(self._retire(w, drain=drain), name=f"stop-{w.id}")
         return w.retiring
 
     async def _retire(self, w: Worker, *, drain: bool) -> None:
         if w.ended_at is not None:
             return
-        if w.state == "starting" and w.bring_up is not None:
+        if w.bring_up is not None and not w.bring_up.done():
             w.state = "stopping"
             w.bring_up.cancel()
             with contextlib.suppress(asyncio.CancelledError):
