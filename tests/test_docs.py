@@ -22,6 +22,8 @@ def cli_options() -> list[tuple[str, str]]:
         cli._register_db()
     if "users" not in groups:
         cli._register_admin()
+    if "chat" not in {c.name for c in cli.app.registered_commands}:
+        cli._register_ctl()
     group = typer.main.get_command(cli.app)
     found: list[tuple[str, str]] = []
     # Typer bundles its own click, so look at the objects' shape, not their classes.

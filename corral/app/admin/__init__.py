@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import health, workers
+from corral.app.admin import apikeys, budgets, health, people, selfservice, workers
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -29,6 +29,10 @@ __all__ = ["control_routers", "hot_routes"]
 def control_routers(gw: Gateway) -> list[APIRouter]:
     return [
         health.router(gw),
+        people.router(gw),
+        apikeys.router(gw),
+        budgets.router(gw),
+        selfservice.router(gw),
         workers.router(gw),
     ]
 
