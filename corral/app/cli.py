@@ -123,6 +123,12 @@ def _register_ctl() -> None:
     app.command("generate")(generate)
 
 
+def _register_agent() -> None:
+    from corral.agent.cli import agent
+
+    app.command("agent")(agent)
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -136,4 +142,5 @@ def main() -> None:
     _register_db()
     _register_admin()
     _register_ctl()
+    _register_agent()
     app()

@@ -22,6 +22,7 @@ from pydantic import (
 
 from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
+from corral.config.fleet import FleetConfig
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.config.usage import UsageConfig
 from corral.config.workers import WorkersConfig
@@ -459,6 +460,7 @@ class Settings(_Section):
     breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
+    fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
     workers: WorkersConfig = Field(default_factory=lambda: WorkersConfig())
 
     @model_validator(mode="after")

@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import apikeys, budgets, health, people, selfservice, workers
+from corral.app.admin import (
+    apikeys,
+    budgets,
+    health,
+    models,
+    nodes,
+    people,
+    seed_nodes,
+    selfservice,
+    workers,
+)
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -33,10 +43,13 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
         apikeys.router(gw),
         budgets.router(gw),
         selfservice.router(gw),
+        models.router(gw),
+        nodes.router(gw),
+        seed_nodes.router(gw),
         workers.router(gw),
     ]
 
 
 def hot_routes(gw: Gateway) -> list[BaseRoute]:
     """Plain routes (pipelines among them) that belong to the control plane's modules."""
-    return []
+    return [*seed_nodes.hot_routes(gw)]
