@@ -14,8 +14,8 @@ from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
-from corral.app.workers import WorkerPool
 from corral.app.nodes import NodeRegistry
+from corral.app.workers import WorkerPool
 from corral.config import Settings
 from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
