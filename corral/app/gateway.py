@@ -17,6 +17,7 @@ from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
 from corral.app.logbuffer import LogBuffer
 from corral.app.nodes import NodeRegistry
+from corral.app.workers import WorkerPool
 from corral.config import ConfigSource, Settings
 from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
@@ -141,6 +142,8 @@ class Gateway:
         self.images = ImageFetcher(settings.images)
         # Nodes that joined through `corral agent` heartbeats (corral/app/nodes.py).
         self.nodes = NodeRegistry(self)
+        # Spawned workers (settings.workers): started with the gateway, stopped with it.
+        self.workers = WorkerPool(self, settings.workers) if settings.workers.enabled else None
 
     def add_backend(
         self,
@@ -229,6 +232,8 @@ class Gateway:
         up = [b.name for b in self.fleet.backends.values() if b.healthy]
         down = [b.name for b in self.fleet.backends.values() if not b.healthy]
         log.info("backends up: %s; down: %s", ", ".join(up) or "none", ", ".join(down) or "none")
+        if self.workers is not None:
+            await self.workers.start()
 
     async def _add_registered(self, store: Store) -> None:
         """The backends registered through the admin API in earlier runs."""
@@ -239,6 +244,8 @@ class Gateway:
                 log.error("registered backend %s not added: %s", stored.name, exc)
 
     async def stop(self) -> None:
+        if self.workers is not None:  # first: they leave the fleet, then their processes end
+            await self.workers.stop()
         await self.nodes.stop()
         await self.fleet.stop()
         await self.images.close()

@@ -36,10 +36,10 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
         err.print(f"[bold red]corral: {exc}[/]", highlight=False)
         return 2
     logging.getLogger().setLevel(settings.log_level.upper())
-    if not settings.backends and not demo:
+    if not settings.backends and not settings.workers.enabled and not demo:
         err.print(
             "[yellow]corral: no backends configured[/] — pass --backend URL, set "
-            "CORRAL_BACKENDS, use --config, or try --demo.",
+            "CORRAL_BACKENDS, use --config (backends or workers), or try --demo.",
             highlight=False,
         )
     app = build(settings, demo=demo, source=source)

@@ -25,6 +25,7 @@ from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.fleet import FleetConfig
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.config.usage import UsageConfig
+from corral.config.workers import WorkersConfig
 from corral.core.models import LogicalModel
 from corral.core.names import normalize_model
 from corral.core.policies import POLICIES, make_policy
@@ -498,6 +499,7 @@ class Settings(_Section):
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
     fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
+    workers: WorkersConfig = Field(default_factory=lambda: WorkersConfig())
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:

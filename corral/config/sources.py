@@ -63,6 +63,8 @@ SEED_ALIASES: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType(
         # The seed had one read timeout; it bounded both the wait and the silences.
         "READ_TIMEOUT_SEC": (("timeouts", "first_byte_s"), ("timeouts", "stream_idle_s")),
         "PORT": (("port",),),
+        # Seed 001: the model every spawned worker pulls before it is ready.
+        "REQUIRED_MODEL": (("workers", "models"),),
         # Not from a seed: the name `corral agent` reads its token from, so a host
         # running both sets it once. CORRAL_FLEET__TOKEN still wins.
         "CORRAL_FLEET_TOKEN": (("fleet", "token"),),

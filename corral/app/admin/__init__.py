@@ -31,6 +31,7 @@ from corral.app.admin import (
     seed,
     seed_nodes,
     selfservice,
+    workers,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
         operations.router(gw),
         config_api.router(gw),
         seed.router(gw),
+        workers.router(gw),
     ]
 
 
