@@ -17,15 +17,16 @@ from starlette.routing import BaseRoute, Route
 
 from corral import __version__
 from corral.app.admin import control_routers, hot_routes
-from corral.app.admin.errors import control_error, dialect_of, validation_error
-from corral.app.asgi import Receive, Scope, Send
+from corral.app.admin.errors import control_error, dialect_of, http_refusal, validation_error
+from corral.app.admin.openapi import control_openapi
+from corral.app.asgi import Message, Receive, Scope, Send, send_error
 from corral.app.fleetview import fleet_headers
 from corral.app.gateway import Gateway
 from corral.app.ollama_api import ollama_routes
 from corral.app.openai_api import openai_routes
 from corral.app.pipeline import Pipeline
 from corral.config import ConfigSource, Settings
-from corral.core.errors import CorralError, MethodNotAllowed, RouteNotFound
+from corral.core.errors import CorralError, MethodNotAllowed, PayloadTooLarge, RouteNotFound
 
 __all__ = ["HotPaths", "create_app"]
 
@@ -62,12 +63,14 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         error: CorralError
-        if exc.status_code == 405:
+        if exc.status_code == 413:
+            error = PayloadTooLarge(str(exc.detail))
+        elif exc.status_code == 405:
             error = MethodNotAllowed(f"method {request.method} not allowed for {request.url.path}")
         elif exc.status_code == 404:
             error = RouteNotFound(f"no such endpoint: {request.method} {request.url.path}")
         else:
-            error = CorralError(str(exc.detail), status=exc.status_code)
+            error = http_refusal(exc.status_code, str(exc.detail), exc.__cause__)
         body = error.body(dialect_of(request.url.path))
         headers = {**(exc.headers or {}), **fleet_headers(request, [])}
         return Response(body, error.status, headers=headers, media_type="application/json")
@@ -93,6 +96,7 @@ def create_app(
     )
     for router in control_routers(gw):
         app.include_router(router)
+    app.openapi = control_openapi(app)  # type: ignore[method-assign]  # errors as answered
     app.state.gateway = gw
     cors = None
     if settings.cors.origins:
@@ -147,4 +151,46 @@ class HotPaths:
             if pipeline is not None:
                 await pipeline(scope, receive, send)
                 return
+            if not scope["path"].startswith(_UNBOUNDED):
+                # The control plane reads bodies whole, before it checks the key:
+                # bounded like the pipelines' bodies, or anyone could fill the memory.
+                limit = max(self.state.gateway.settings.limits.max_body_bytes, _CONTROL_FLOOR)
+                declared = _declared_length(scope)
+                if declared > limit:
+                    error = PayloadTooLarge(
+                        f"request body of {declared} bytes exceeds {limit} bytes"
+                    )
+                    await send_error(send, error, dialect_of(scope["path"]))
+                    return
+                receive = _bounded(receive, limit)
         await self.app(scope, receive, send)
+
+
+# Model blobs (GGUF files of gigabytes) stream through to the backends, unbounded.
+_UNBOUNDED = "/api/blobs/"
+# Never below this, so a small limits.max_body_bytes cannot lock the admin out of the
+# API that changes it.
+_CONTROL_FLOOR = 1024 * 1024
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """``receive`` that refuses (413) a body, chunked or not, once it passes ``limit``."""
+    size = 0
+
+    async def bounded() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            # An HTTPException, which FastAPI lets through while it reads a body.
+            raise HTTPException(413, f"request body exceeds {limit} bytes")
+        return message
+
+    return bounded

@@ -28,6 +28,7 @@ from corral.app.admin.identity_models import (
     refresh,
     store_of,
 )
+from corral.app.admin.openapi import refusals
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -35,8 +36,16 @@ if TYPE_CHECKING:
 __all__ = ["router"]
 
 UserName = Annotated[str, Path(min_length=1, max_length=128, description="The key's owner.")]
+# The pattern is documented (and guides generated calls); check_prefix enforces it
+# with a message that says what a prefix looks like.
 Prefix = Annotated[
-    str, Path(min_length=1, max_length=64, description="The key's prefix (8 characters).")
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        description="The key's prefix (8 lowercase letters and digits).",
+        json_schema_extra={"pattern": "^[a-z0-9]{8}$"},
+    ),
 ]
 
 
@@ -54,7 +63,12 @@ def router(gw: Gateway) -> APIRouter:
         await refresh(gw)
         return NewKeyOut(**key_out(new.key, now).model_dump(), key=new.plaintext)
 
-    @api.get("/keys", response_model=KeyPage, summary="List keys")
+    @api.get(
+        "/keys",
+        response_model=KeyPage,
+        summary="List keys",
+        responses=refusals({404: "No user by that name (`user`)."}),
+    )
     async def keys(
         _: AdminActor,
         page: Paging,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.adapters.store.backends import backend_config, update_backend, validate_backend
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
+from corral.app.admin.openapi import refusals
 from corral.app.admin.registry import backend_state, deregister, register, store_of
 from corral.app.admin.views import BackendView, backend_view, fleet_now
 from corral.config.models import BackendConfig
@@ -53,7 +54,7 @@ class BackendList(BaseModel):
 class SeedRegistration(BaseModel):
     """Seed 004's registration body (MindRouter2), mapped onto a backend's settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "4" is not 4, as elsewhere
 
     url: str = Field(description="Base URL of the engine, http(s)://host:port.")
     name: str | None = Field(default=None, description="Unique name; defaults to host:port.")
@@ -69,7 +70,7 @@ class SeedRegistration(BaseModel):
 class BackendPatch(BaseModel):
     """Fields to change; an omitted field stays, null puts it back to its default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "4" is not 4, as elsewhere
 
     max_concurrency: int | None = Field(default=None, description="Requests at once (>= 1).")
     weight: float | None = Field(default=None, description="Relative share (> 0).")
@@ -137,7 +138,12 @@ def router(gw: Gateway) -> APIRouter:
         response_model=BackendView,
         status_code=201,
         summary="Register a backend",
-        responses={400: {"description": "A bad field, or no engine of that kind at the URL"}},
+        responses=refusals(
+            {
+                400: "A bad field, or no engine of that kind at the URL.",
+                409: "The name is taken.",
+            }
+        ),
     )
     async def register_one(body: BackendConfig, actor: Actor = admin) -> BackendView:
         """Add a backend at run time. The URL is probed first and refused (400, saying what
@@ -150,6 +156,12 @@ def router(gw: Gateway) -> APIRouter:
         response_model=BackendView,
         status_code=201,
         summary="Register a backend (seed 004 shape)",
+        responses=refusals(
+            {
+                400: "A bad field, or no engine of that kind at the URL.",
+                409: "The name is taken.",
+            }
+        ),
     )
     async def register_seed(body: SeedRegistration, actor: Actor = admin) -> BackendView:
         """Seed 004's registration: name, url, engine (ollama, vllm, ...), max_concurrent,
@@ -174,7 +186,12 @@ def router(gw: Gateway) -> APIRouter:
         """The same view as in the list, for one backend (404 if unknown)."""
         return view(backend_state(gw, name))
 
-    @api.delete("/{name}", response_model=BackendView, summary="Deregister a backend")
+    @api.delete(
+        "/{name}",
+        response_model=BackendView,
+        summary="Deregister a backend",
+        responses=refusals({409: "The backend was not registered through this API."}),
+    )
     async def delete_one(name: str, actor: Actor = admin) -> BackendView:
         """Remove a registered backend from the store and the fleet. Requests running on it
         finish; nothing new goes to it. A backend from the config file, an agent or a

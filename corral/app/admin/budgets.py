@@ -43,6 +43,7 @@ from corral.app.admin.identity_models import (
     usage_params,
     usage_row_out,
 )
+from corral.app.admin.openapi import refusals
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -126,6 +127,7 @@ def router(gw: Gateway) -> APIRouter:
         "/quota/requests/{id}/approve",
         response_model=QuotaDecision,
         summary="Approve a quota request",
+        responses=refusals({409: "The request was decided already."}),
     )
     async def approve(id: RequestId, actor: AdminActor) -> QuotaDecision:
         """Approve a pending request: the user's own budget becomes their effective
@@ -134,7 +136,10 @@ def router(gw: Gateway) -> APIRouter:
         return await decide(id, actor, approve=True)
 
     @api.post(
-        "/quota/requests/{id}/deny", response_model=QuotaDecision, summary="Deny a quota request"
+        "/quota/requests/{id}/deny",
+        response_model=QuotaDecision,
+        summary="Deny a quota request",
+        responses=refusals({409: "The request was decided already."}),
     )
     async def deny(id: RequestId, actor: AdminActor) -> QuotaDecision:
         """Deny a pending request; the budget stays as it is. A request already decided

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Body, Depends
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
+from corral.app.admin.openapi import refusals
 from corral.app.liveconfig import (
     LIVE,
     RESTART_ONLY,
@@ -166,7 +168,13 @@ def router(gw: Gateway) -> APIRouter:
 
     @api.put("/{section}", response_model=ConfigChange, summary="Change one section")
     async def put_section(
-        section: str,
+        section: Annotated[
+            str,
+            PathParam(
+                description="A top-level setting or section, e.g. queue.",
+                json_schema_extra={"enum": list(SECTIONS)},
+            ),
+        ],
         value: Annotated[Any, Body(description="The section's new value, whole.")] = None,
         actor: Actor = admin,
     ) -> ConfigChange:
@@ -200,7 +208,17 @@ def router(gw: Gateway) -> APIRouter:
             )
         return _change(change, after)
 
-    @api.post("/reload", response_model=ConfigChange, summary="Reload the config")
+    @api.post(
+        "/reload",
+        response_model=ConfigChange,
+        summary="Reload the config",
+        responses=refusals(
+            {
+                400: "The config does not load; the message lists its problems.",
+                409: "The gateway was given its settings directly: nothing to reload from.",
+            }
+        ),
+    )
     async def reload(actor: Actor = admin) -> ConfigChange:
         """Read the config file, the environment and the command-line flags the gateway
         started from again and apply the result like a change (run-time changes not
@@ -229,7 +247,14 @@ def router(gw: Gateway) -> APIRouter:
             )
         return _change(change, None)
 
-    @api.post("/save", response_model=Saved, summary="Save the running config to its file")
+    @api.post(
+        "/save",
+        response_model=Saved,
+        summary="Save the running config to its file",
+        responses=refusals(
+            {409: "The gateway was started without a config file, or cannot write it."}
+        ),
+    )
     async def save(actor: Actor = admin) -> Saved:
         """Write the settings the gateway runs with (every value set by the file, the
         environment, flags or the admin API; defaults left out) to the config file it

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from corral.adapters.store.keycache import ENV_USER, Identity
 from corral.adapters.store.schema import SCOPES
@@ -24,9 +25,16 @@ from corral.core.errors import Forbidden
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
 
-__all__ = ["LOCAL_ACTOR", "Actor", "actor_of", "requires"]
+__all__ = ["API_KEY", "LOCAL_ACTOR", "Actor", "BearerKey", "actor_of", "requires"]
 
 LOCAL_ACTOR = "local"  # the actor's name when auth is off
+
+# Declares the bearer key in the OpenAPI spec (and the /docs "Authorize" button); the
+# key itself is checked by `actor_of`, in Corral's own error shape.
+API_KEY = HTTPBearer(
+    scheme_name="APIKey", description="A Corral API key: `crl_...`.", auto_error=False
+)
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ def requires(gw: Gateway, *scopes: str) -> Callable[[Request], Actor]:
         raise ValueError(f"unknown scopes {sorted(unknown)}")
     needs = " or ".join(sorted(wanted))
 
-    def dependency(request: Request) -> Actor:
+    def dependency(request: Request, _key: BearerKey = None) -> Actor:
         actor = actor_of(gw, request)
         if wanted and not actor.scopes & wanted:
             raise Forbidden(f"API key {actor.key_prefix} lacks the {needs} scope")

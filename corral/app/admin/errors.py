@@ -16,9 +16,9 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
-from corral.core.errors import CorralError, InvalidField
+from corral.core.errors import BadRequest, CorralError, InvalidField, InvalidJSON
 
-__all__ = ["control_error", "dialect_of", "validation_error"]
+__all__ = ["control_error", "dialect_of", "http_refusal", "validation_error"]
 
 log = logging.getLogger("corral.admin")
 
@@ -55,14 +55,49 @@ def _field(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+def _problem(err: dict[str, Any]) -> tuple[str, str]:
+    """(field, what is wrong with it) for one of pydantic's errors."""
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "json_invalid":
+        # FastAPI puts the character position where the field would be.
+        where = loc[1] if len(loc) > 1 else "?"
+        reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+        return "body", f"invalid JSON at character {where}: {reason}"
+    return _field(loc), str(err.get("msg", "invalid"))
+
+
 async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = []
     first = "body"
     for i, err in enumerate(exc.errors()):
-        field = _field(tuple(err.get("loc", ())))
+        field, message = _problem(err)
         if i == 0:
             first = field
-        problems.append(f"{field}: {err.get('msg', 'invalid')}")
-    error = InvalidField("; ".join(problems) or "invalid request", param=first)
+        problems.append(f"{field}: {message}")
+    unreadable = any(err.get("type") == "json_invalid" for err in exc.errors())
+    kind = InvalidJSON if unreadable else InvalidField
+    error = kind("; ".join(problems) or "invalid request", param=first)
     return _render(error, request.url.path)
+
+
+def http_refusal(status: int, detail: str, cause: BaseException | None) -> CorralError:
+    """The error for an HTTP status Starlette or FastAPI raised on their own (not 404/405).
+
+    FastAPI answers a body it cannot decode at all (not UTF-8, nested too deeply, a
+    number of thousands of digits) with a bare 400; that is bad JSON, said as such.
+    """
+    if status == 400 and cause is not None:
+        reason = _UNREADABLE.get(type(cause)) or str(cause) or type(cause).__name__
+        if "integer string conversion" in reason:  # Python's own words, not the client's
+            reason = "a number with too many digits"
+        return InvalidJSON(f"body: invalid JSON: {reason}", param="body")
+    if 400 <= status < 500:
+        return BadRequest(detail, status=status)
+    return CorralError(detail, status=status)
+
+
+_UNREADABLE: dict[type[BaseException], str] = {
+    RecursionError: "nested too deeply",
+    UnicodeDecodeError: "not UTF-8",
+}

@@ -21,7 +21,7 @@ from corral.adapters.store.keys import MAX_ALLOWED_MODELS, PREFIX_RE
 from corral.adapters.store.records import ApiKey, Budget, Group, QuotaRequest, UsageTotal, User
 from corral.adapters.store.schema import SCOPES
 from corral.adapters.store.users import MAX_INT, MAX_PASSWORD, MAX_TOKENS
-from corral.app.admin.deps import Actor, requires
+from corral.app.admin.deps import Actor, BearerKey, requires
 from corral.core.errors import BadRequest, Unavailable
 
 if TYPE_CHECKING:
@@ -83,9 +83,11 @@ Status = Literal["pending", "approved", "denied"]
 
 
 class Strict(BaseModel):
-    """A request body: unknown fields are refused with a 400 naming them."""
+    """A request body: unknown fields are refused with a 400 naming them, and so are
+    values of another JSON type (``true`` for a number, ``"3"`` for 3, ``"yes"`` for
+    true), as the inference endpoints refuse them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def url_name(value: str) -> str:
@@ -127,12 +129,12 @@ Paging = Annotated[tuple[int, int], Depends(page_params)]
 # ---- who is calling --------------------------------------------------------------------
 
 
-def admin_actor(request: Request) -> Actor:
+def admin_actor(request: Request, _key: BearerKey = None) -> Actor:
     """The caller, who must hold the admin scope (401 / 403)."""
     return requires(request.app.state.gateway, "admin")(request)
 
 
-def any_actor(request: Request) -> Actor:
+def any_actor(request: Request, _key: BearerKey = None) -> Actor:
     """The caller, with any valid key (401)."""
     return requires(request.app.state.gateway)(request)
 
@@ -209,7 +211,9 @@ class KeyCreate(Strict):
         "key, else inference.",
     )
     expires_at: AwareDatetime | None = Field(
-        None, description="When the key stops working (ISO 8601 with a timezone)."
+        None,
+        strict=False,  # JSON has no datetime: it comes as a string
+        description="When the key stops working (ISO 8601 with a timezone).",
     )
     expires_in_days: int | None = Field(
         None, ge=1, le=MAX_EXPIRY_DAYS, description="Or: expire this many days from now."

@@ -35,8 +35,9 @@ _BACKENDS = (
 
 
 class _Body(BaseModel):
-    # A misspelt field (``backend`` for ``backends``) is refused, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # A misspelt field (``backend`` for ``backends``) is refused, not silently ignored;
+    # so is a value of another JSON type ("yes" for true), as the inference endpoints do.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ModelRequest(_Body):

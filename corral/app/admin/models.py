@@ -42,6 +42,7 @@ from corral.app.admin.model_views import (
     model_map,
     recommendations,
 )
+from corral.app.admin.openapi import refusals
 from corral.core.demand import DemandCounter
 from corral.core.errors import InvalidField
 
@@ -61,6 +62,9 @@ def _where(gw: Gateway, key: str) -> dict[str, list[str]]:
     now = asyncio.get_running_loop().time()
     loaded = [b.name for b in holders if b.is_loaded(key, now)]
     return {"held_by": sorted(b.name for b in holders), "loaded_on": sorted(loaded)}
+
+
+_NOT_HELD = "No backend holds the model, or none is named so in `backends`."
 
 
 def router(gw: Gateway) -> APIRouter:
@@ -89,7 +93,15 @@ def router(gw: Gateway) -> APIRouter:
         response_model=ActionResult,
         response_model_exclude_none=True,
         summary="Pull a model onto many backends",
-        responses={200: {"content": {"application/x-ndjson": {}}}},
+        responses={
+            200: {"content": {"application/x-ndjson": {}}},
+            **refusals(
+                {
+                    404: "No backend by a name in `backends`.",
+                    503: "No healthy backend to pull on (Retry-After).",
+                }
+            ),
+        },
     )
     async def pull(body: PullRequest, actor: Actor = admin) -> Response | ActionResult:
         """Pull the model on the named backends, or on every healthy Ollama backend.
@@ -124,6 +136,7 @@ def router(gw: Gateway) -> APIRouter:
         response_model=ActionResult,
         response_model_exclude_none=True,
         summary="Delete a model from many backends",
+        responses=refusals({404: _NOT_HELD}),
     )
     async def delete(body: ModelRequest, actor: Actor = admin) -> ActionResult:
         """Delete the model from the named backends, or from every healthy Ollama
@@ -139,6 +152,7 @@ def router(gw: Gateway) -> APIRouter:
         response_model=ActionResult,
         response_model_exclude_none=True,
         summary="Copy a model on many backends",
+        responses=refusals({404: _NOT_HELD}),
     )
     async def copy(body: CopyRequest, actor: Actor = admin) -> ActionResult:
         """Copy the model to a new name on the named backends, or on every healthy
@@ -155,6 +169,12 @@ def router(gw: Gateway) -> APIRouter:
         response_model=ActionResult,
         response_model_exclude_none=True,
         summary="Load a model ahead of demand",
+        responses=refusals(
+            {
+                404: _NOT_HELD,
+                503: "No backend holding the model can take it now (Retry-After).",
+            }
+        ),
     )
     async def warm(body: WarmRequest, actor: Actor = admin) -> ActionResult:
         """Load the model into memory with a keep_alive: on the named backends, or on
@@ -175,6 +195,7 @@ def router(gw: Gateway) -> APIRouter:
         response_model=ActionResult,
         response_model_exclude_none=True,
         summary="Unload a model from memory",
+        responses=refusals({404: _NOT_HELD}),
     )
     async def unload(body: ModelRequest, actor: Actor = admin) -> ActionResult:
         """Unload the model (keep_alive 0) from the named backends, or from every

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from corral.app.admin.audit import audit_action
@@ -32,10 +33,19 @@ _TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def fleet_token(gw: Gateway) -> Callable[[Request], None]:
+# Declares the fleet token in the OpenAPI spec; `check_token` checks it.
+FLEET_TOKEN = HTTPBearer(
+    scheme_name="FleetToken",
+    description="The fleet token (`fleet.token`); also accepted as X-Corral-Fleet-Token.",
+    auto_error=False,
+)
+_FleetToken = Annotated[HTTPAuthorizationCredentials | None, Security(FLEET_TOKEN)]
+
+
+def fleet_token(gw: Gateway) -> Callable[..., None]:
     """A dependency: the caller presents the fleet token (checked before the body)."""
 
-    def dependency(request: Request) -> None:
+    def dependency(request: Request, _token: _FleetToken = None) -> None:
         gw.nodes.check_token(
             request.headers.get("authorization"), request.headers.get(FLEET_TOKEN_HEADER)
         )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
+from corral.app.admin.openapi import refusals
 from corral.app.admin.registry import backend_state
 from corral.app.admin.stats import StatsView, stats_view
 from corral.app.admin.views import BreakerInfo, breaker_info, fleet_now
@@ -154,7 +155,12 @@ def router(gw: Gateway) -> APIRouter:
             enabled=True, breakers=[breaker_info(v, now) for v in board.snapshot(now)]
         )
 
-    @api.delete("/breakers", response_model=Cleared, summary="Clear breakers and cooldowns")
+    @api.delete(
+        "/breakers",
+        response_model=Cleared,
+        summary="Clear breakers and cooldowns",
+        responses=refusals({404: "No backend by that name (`backend`)."}),
+    )
     async def clear_breakers(
         backend: Annotated[str | None, Query(description="Only this backend's.")] = None,
         model: Annotated[

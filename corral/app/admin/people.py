@@ -48,6 +48,7 @@ from corral.app.admin.identity_models import (
     url_name,
     user_out,
 )
+from corral.app.admin.openapi import refusals
 from corral.core.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -126,7 +127,13 @@ def _given(body: BaseModel, field: str, default: Any = KEEP) -> Any:
 def router(gw: Gateway) -> APIRouter:
     api = APIRouter(prefix="/admin", tags=["identity"], dependencies=[Depends(admin_actor)])
 
-    @api.post("/users", status_code=201, response_model=UserCreated, summary="Create a user")
+    @api.post(
+        "/users",
+        status_code=201,
+        response_model=UserCreated,
+        summary="Create a user",
+        responses=refusals({404: "No group by that name.", 409: "The name is taken."}),
+    )
     async def create_user(body: UserCreate, actor: AdminActor) -> UserCreated:
         """Add a user, and with `key` their first key: both or neither. The key's text is
         in this response only. An admin's first key gets every scope unless `scopes`
@@ -214,7 +221,13 @@ def router(gw: Gateway) -> APIRouter:
         await refresh(gw)
         return UserDeleted(user=user_out(found), revoked_keys=revoked)
 
-    @api.post("/groups", status_code=201, response_model=GroupOut, summary="Create a group")
+    @api.post(
+        "/groups",
+        status_code=201,
+        response_model=GroupOut,
+        summary="Create a group",
+        responses=refusals({409: "The name is taken."}),
+    )
     async def create_group(body: GroupCreate, actor: AdminActor) -> GroupOut:
         """Add a group with a scheduling weight and, optionally, its members' default
         token budget per period. A taken name is 409."""

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from corral.app.admin.backends import BackendList
 from corral.app.admin.deps import Actor, requires
+from corral.app.admin.openapi import refusals
 from corral.app.admin.registry import deregister, register
 from corral.app.admin.stats import StatsView, stats_view
 from corral.app.admin.views import BackendView, backend_view, fleet_now
@@ -59,7 +60,7 @@ class SeedHealth(BaseModel):
 class Deregistration(BaseModel):
     """Which backend to remove: by name or by URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(default=None, description="The backend's name.")
     url: str | None = Field(default=None, description="Or its URL.")
@@ -104,12 +105,28 @@ def router(gw: Gateway) -> APIRouter:
         response_model=BackendView,
         status_code=201,
         summary="Register a backend (seed 000)",
+        responses=refusals(
+            {
+                400: "A bad field, or no engine of that kind at the URL.",
+                409: "The name is taken.",
+            }
+        ),
     )
     async def register_backend(body: BackendConfig, actor: Actor = admin) -> BackendView:
         """Alias of POST /admin/backends: probed first, stored, survives restarts."""
         return backend_view(gw, await register(gw, actor, body))
 
-    @api.post("/backends/deregister", response_model=BackendView, summary="Deregister (seed 000)")
+    @api.post(
+        "/backends/deregister",
+        response_model=BackendView,
+        summary="Deregister (seed 000)",
+        responses=refusals(
+            {
+                404: "No backend by that name or URL.",
+                409: "The backend was not registered through the admin API.",
+            }
+        ),
+    )
     async def deregister_backend(body: Deregistration, actor: Actor = admin) -> BackendView:
         """Alias of DELETE /admin/backends/{name}; the backend is named or given by URL."""
         key = body.name if body.name is not None else body.url

@@ -39,6 +39,7 @@ def router(gw: Gateway) -> APIRouter:
         responses={
             401: {"description": "The fleet token is missing or wrong."},
             403: {"description": "The gateway has no fleet token: it takes no agents."},
+            409: {"description": "The node id is taken by another backend or live agent."},
         },
     )
     async def seed_heartbeat(beat: SeedHeartbeat) -> HeartbeatReply:

@@ -49,6 +49,7 @@ from corral.app.admin.identity_models import (
     usage_params,
     usage_row_out,
 )
+from corral.app.admin.openapi import refusals
 from corral.core.errors import BadRequest, Conflict, Forbidden
 from corral.core.limits import period_bounds
 
@@ -60,8 +61,16 @@ __all__ = ["MAX_OWN_KEYS", "MAX_PENDING_REQUESTS", "router"]
 MAX_OWN_KEYS = 100  # live keys a user may hold by minting their own
 MAX_PENDING_REQUESTS = 10  # quota requests a user may have waiting at once
 
+# The pattern is documented (and guides generated calls); check_prefix enforces it
+# with a message that says what a prefix looks like.
 Prefix = Annotated[
-    str, Path(min_length=1, max_length=64, description="The key's prefix (8 characters).")
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        description="The key's prefix (8 lowercase letters and digits).",
+        json_schema_extra={"pattern": "^[a-z0-9]{8}$"},
+    ),
 ]
 
 
@@ -136,7 +145,19 @@ def _narrower(asked: int | None, held: int | None, field: str) -> int | None:
 
 
 def router(gw: Gateway) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["self-service"], dependencies=[Depends(holder)])
+    api = APIRouter(
+        prefix="/v1",
+        tags=["self-service"],
+        dependencies=[Depends(holder)],
+        responses=refusals(
+            {
+                400: "Bad input (`param` names the field), or API keys are off on this "
+                "gateway, so there is no user to answer for.",
+                403: "CORRAL_ADMIN_KEY, which speaks for no user; or (making a key) more "
+                "than the calling key holds.",
+            }
+        ),
+    )
 
     async def quota_of(user: str) -> QuotaOut:
         store = store_of(gw)
@@ -183,7 +204,13 @@ def router(gw: Gateway) -> APIRouter:
             max_concurrent=who.max_concurrent,
         )
 
-    @api.post("/keys", status_code=201, response_model=NewKeyOut, summary="Make one of my keys")
+    @api.post(
+        "/keys",
+        status_code=201,
+        response_model=NewKeyOut,
+        summary="Make one of my keys",
+        responses=refusals({409: "The user holds the most live keys allowed."}),
+    )
     async def create_key(body: KeyCreate, caller: Caller) -> NewKeyOut:
         """A new key for the caller's user, shown in this response once. Its scopes must
         be among the calling key's (default: inference); it inherits the calling key's
@@ -304,6 +331,7 @@ def router(gw: Gateway) -> APIRouter:
         status_code=201,
         response_model=QuotaRequestOut,
         summary="Ask for more budget",
+        responses=refusals({409: "The most pending requests allowed are waiting already."}),
     )
     async def file_request(body: QuotaAsk, caller: Caller) -> QuotaRequestOut:
         """File a request for `amount` more tokens per period; an admin approves or

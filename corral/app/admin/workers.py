@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
+from corral.app.admin.openapi import refusals
 from corral.core.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ class WorkersView(BaseModel):
 
 
 class SpawnRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a mistyped field is a 400, not ignored
+    # A mistyped field, or a value of another JSON type ("2" for 2), is a 400.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     count: int = Field(default=1, ge=1, le=1000, description="How many workers to start.")
     wait: bool = Field(
@@ -90,7 +92,7 @@ class SpawnRequest(BaseModel):
 
 
 class PruneRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     mode: Literal["idle", "all"] = Field(
         default="idle",
@@ -138,6 +140,15 @@ def _event(e: ScaleEvent) -> ScaleEventView:
     return ScaleEventView(
         at=_iso(e.at) or "", added=list(e.added), removed=list(e.removed), reason=e.reason
     )
+
+
+_NOT_CONFIGURED = "Workers are not configured (workers.command)."
+_SPAWN_ERRORS = refusals(
+    {
+        409: "Workers are not configured, or as many would pass workers.max.",
+        502: "A worker failed to start or to get ready (with `wait`); none is kept.",
+    }
+)
 
 
 def router(gw: Gateway) -> APIRouter:
@@ -223,7 +234,12 @@ def router(gw: Gateway) -> APIRouter:
         why), and the autoscaler's recent actions."""
         return await listing()
 
-    @api.get("/admin/workers/{worker_id}", response_model=WorkerDetail, summary="One worker")
+    @api.get(
+        "/admin/workers/{worker_id}",
+        response_model=WorkerDetail,
+        summary="One worker",
+        responses=refusals({409: _NOT_CONFIGURED}),
+    )
     async def get_worker(
         worker_id: str = Path(description="The worker's id, e.g. worker-3."),
         lines: int = Query(50, ge=0, le=400, description="Lines of its output to include."),
@@ -241,6 +257,7 @@ def router(gw: Gateway) -> APIRouter:
         response_model=WorkersChanged,
         status_code=201,
         summary="Spawn workers",
+        responses=_SPAWN_ERRORS,
     )
     async def spawn_workers(
         body: Annotated[SpawnRequest | None, Body()] = None, actor: Actor = admin
@@ -250,7 +267,12 @@ def router(gw: Gateway) -> APIRouter:
         default), a worker that fails makes the whole call fail (502) and none is kept."""
         return await spawning(actor, body or SpawnRequest())
 
-    @api.post("/admin/workers/prune", response_model=WorkersChanged, summary="Prune workers")
+    @api.post(
+        "/admin/workers/prune",
+        response_model=WorkersChanged,
+        summary="Prune workers",
+        responses=refusals({409: _NOT_CONFIGURED}),
+    )
     async def prune_workers(
         body: Annotated[PruneRequest | None, Body()] = None, actor: Actor = admin
     ) -> WorkersChanged:
@@ -258,7 +280,12 @@ def router(gw: Gateway) -> APIRouter:
         all); busy ones are drained first. The autoscaler refills up to workers.min."""
         return await pruning(actor, body or PruneRequest())
 
-    @api.delete("/admin/workers/{worker_id}", response_model=WorkerView, summary="Stop a worker")
+    @api.delete(
+        "/admin/workers/{worker_id}",
+        response_model=WorkerView,
+        summary="Stop a worker",
+        responses=refusals({409: _NOT_CONFIGURED}),
+    )
     async def delete_worker(
         worker_id: str = Path(description="The worker's id, e.g. worker-3."),
         wait: bool = Query(True, description="Answer once it has stopped."),
@@ -283,6 +310,7 @@ def router(gw: Gateway) -> APIRouter:
         response_model=WorkersChanged,
         status_code=201,
         summary="Spawn a worker (seed alias)",
+        responses=_SPAWN_ERRORS,
     )
     async def spawn_instance(
         body: Annotated[SpawnRequest | None, Body()] = None, actor: Actor = admin
@@ -295,6 +323,7 @@ def router(gw: Gateway) -> APIRouter:
         "/admin/instances/prune",
         response_model=WorkersChanged,
         summary="Prune workers (seed alias)",
+        responses=refusals({409: _NOT_CONFIGURED}),
     )
     async def prune_instances(
         body: Annotated[PruneRequest | None, Body()] = None, actor: Actor = admin
