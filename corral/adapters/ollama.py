@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from corral.core.errors import BadRequest, InvalidField, InvalidJSON
+from corral.core.keepalive import parse_keep_alive
 
 __all__ = [
     "REQUEST_TYPES",
@@ -99,6 +100,14 @@ def decode_request(endpoint: str, body: bytes) -> _Base:
         raise InvalidField(f"invalid request: {text}", param=param) from None
     except msgspec.DecodeError as exc:
         raise InvalidJSON(f"invalid JSON in request body: {exc}") from None
+    except RecursionError:  # msgspec's depth guard: [[[[...]]]] thousands deep
+        raise InvalidJSON("invalid JSON in request body: nested too deeply") from None
+    if isinstance(req.keep_alive, str):
+        # Ollama would say only "time: missing unit in duration"; name the field.
+        try:
+            parse_keep_alive(req.keep_alive)
+        except ValueError as exc:
+            raise InvalidField(str(exc), param="keep_alive") from None
     if not req.model:
         if not req.name:
             raise InvalidField("model is required", param="model")
@@ -125,5 +134,5 @@ def read_final(data: bytes) -> Final | None:
     start = data.rfind(b"\n") + 1
     try:
         return _final.decode(data[start:])
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None

@@ -12,10 +12,13 @@ from typing import Any
 import jsonschema
 import msgspec
 from jsonschema.exceptions import SchemaError
+from referencing.exceptions import Unresolvable
 
 from corral.core.errors import BadRequest
 
 __all__ = ["SchemaCheck"]
+
+_PROBES: tuple[Any, ...] = (None, {}, [], "", 0)  # one value of each JSON kind, or near
 
 
 class SchemaCheck:
@@ -30,8 +33,24 @@ class SchemaCheck:
                     f"{param} is not a valid JSON schema: {exc.message}", param=param
                 ) from None
             self._validator = cls(fmt)
+            # A $ref that leads nowhere (or only back to itself) fails only when an
+            # answer is checked; one reached whatever the answer is found now, as a 400.
+            for probe in _PROBES:
+                why = self._unusable(probe)
+                if why is not None:
+                    raise BadRequest(f"{param} is not a valid JSON schema: {why}", param=param)
         elif fmt != "json":
             raise BadRequest(f'{param} must be "json" or a JSON schema', param=param)
+
+    def _unusable(self, value: Any) -> str | None:
+        """Why the schema cannot judge ``value`` (a $ref it cannot follow), if it cannot."""
+        try:
+            next(iter(self._validator.iter_errors(value)), None)
+        except Unresolvable as exc:
+            return _unresolvable(exc)
+        except RecursionError:
+            return _ENDLESS
+        return None
 
     def problem(self, text: str) -> str | None:
         """Why ``text`` does not satisfy the request, or None when it does."""
@@ -39,10 +58,24 @@ class SchemaCheck:
             value = msgspec.json.decode(text.strip() or b"")
         except msgspec.DecodeError as exc:
             return f"not JSON ({exc})"
+        except RecursionError:
+            return "not JSON (nested too deeply)"
         if self._validator is None:
             return None
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        try:
+            error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        except Unresolvable as exc:  # a $ref only this answer reached
+            return f"the answer cannot be checked: {_unresolvable(exc)}"
+        except RecursionError:
+            return f"the answer cannot be checked: {_ENDLESS}"
         if error is None:
             return None
         where = "/".join(str(p) for p in error.absolute_path) or "the top level"
         return f"{error.message} (at {where})"
+
+
+_ENDLESS = "its $ref leads back to itself without end"
+
+
+def _unresolvable(exc: Unresolvable) -> str:
+    return f"its $ref cannot be resolved ({exc})"

@@ -51,7 +51,7 @@ def error_text(body: bytes) -> str | None:
     """The message of an Ollama error body (``{"error": "..."}``), or the text itself."""
     try:
         data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return body.decode("utf-8", "replace").strip()[:200] or None
     if isinstance(data, dict):
         error = data.get("error")
@@ -155,7 +155,7 @@ async def read_progress(
 async def _put_line(name: str, raw: bytes, queue: ProgressQueue) -> str | None:
     try:
         line = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return "sent malformed progress"
     if not isinstance(line, dict):
         return "sent malformed progress"

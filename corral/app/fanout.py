@@ -66,6 +66,8 @@ async def parse_manage(ctx: RequestContext) -> None:
         data = msgspec.json.decode(ctx.body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    except RecursionError:  # msgspec's depth guard: [[[[...]]]] thousands deep
+        raise BadRequest("invalid JSON in request body: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     if ctx.endpoint == "/api/copy":

@@ -169,7 +169,7 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
     def whole(data: bytes) -> bytes:
         try:
             plan.usage = _usage_of(_usage_only.decode(data).usage)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             oa.parse_reply(data)  # raises the UpstreamError that names the problem
         if plan.usage is None and ctx.endpoint != "/v1/embeddings":
             reply = oa.parse_reply(data)
@@ -246,7 +246,7 @@ class _SSEPass:
             return False
         try:
             chunk = _usage_only.decode(event[5:].strip())
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return False
         if not chunk.usage:
             return False

@@ -25,6 +25,7 @@ from corral.app.routing import request_info
 from corral.app.structured import DONE, SchemaRetry, SchemaTap, judge_whole, schema_for
 from corral.core.canonical import ChatRequest, CompletionRequest, EmbedRequest, Usage
 from corral.core.errors import (
+    BadRequest,
     CorralError,
     ModelNotFound,
     NoHealthyBackend,
@@ -176,6 +177,17 @@ async def relay(ctx: RequestContext) -> None:
                 attempt,
                 retry.attempts,
             )
+        except CorralError as exc:
+            if exc.status < 500:
+                # The client's mistake (a field the translation or the backend refused):
+                # permanent, not the backend failing, so no breaker counts it.
+                outcome = Outcome(
+                    ok=False,
+                    transient=False,
+                    status=exc.status,
+                    duration_s=loop.time() - dispatched,
+                )
+            raise
         except BaseException:
             if ctx.client_gone:
                 # The client left: not the backend's fault.
@@ -379,8 +391,9 @@ async def _upstream_failed(
             status=resp.status,
         )
     if plan.translating:
-        # The client's own mistake, said again in the client's dialect.
-        raise CorralError(message, status=resp.status)
+        # The client's own mistake, said again in the client's dialect (as a request
+        # error: OpenAI's clients tell those from server errors by the type).
+        raise BadRequest(message, status=resp.status)
     # Any other 4xx is the client's problem: relay it as the backend said it.
     ctx.status = resp.status
     ctx.error = message
@@ -392,7 +405,7 @@ async def _upstream_failed(
 def _error_text(body: bytes) -> str | None:
     try:
         data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return body[:200].decode("utf-8", "replace").strip() or None
     if isinstance(data, dict):
         err = data.get("error")

@@ -56,6 +56,9 @@ def _options(body: dict[str, Any], where: str) -> tuple[dict[str, Any], int | No
     for key, value in (("num_ctx", num_ctx), ("num_predict", num_predict)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise BadRequest(f"option {key!r} must be of type integer")
+        if value is not None and not -(2**63) <= value < 2**63:
+            # Go's int64 cannot hold it; the simulator must not crash on it either.
+            raise BadRequest(f"option {key!r} is out of range for an integer")
     return opts, num_ctx, num_predict
 
 

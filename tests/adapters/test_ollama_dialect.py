@@ -47,3 +47,25 @@ def test_read_final_sees_an_error_line_and_refuses_broken_json() -> None:
     final = read_final(b'{"response":"a","done":false}\n{"error":"runner died"}\n')
     assert final is not None and final.error == "runner died" and not final.done
     assert read_final(b'{"response":"a","do') is None
+
+
+def test_a_body_nested_past_the_parsers_stack_is_bad_json() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(InvalidJSON, match="nested too deeply"):
+        decode_request("/api/generate", b'{"model": "m", "options": {"x": ' + deep + b"}}")
+    assert read_final(b'{"done": true, "x": ' + deep + b"}") is None
+
+
+@pytest.mark.parametrize("keep_alive", ["-1", "10", "5 minutes", "{}", ""])
+def test_a_keep_alive_that_is_not_a_duration_is_refused_naming_it(keep_alive: str) -> None:
+    # Ollama itself would answer "time: missing unit in duration", naming nothing.
+    body = b'{"model": "m", "prompt": "x", "keep_alive": "' + keep_alive.encode() + b'"}'
+    with pytest.raises(InvalidField) as err:
+        decode_request("/api/generate", body)
+    assert err.value.param == "keep_alive" and "keep_alive" in err.value.message
+
+
+@pytest.mark.parametrize("keep_alive", ['"10m"', '"1h30m"', '"0"', '"-1m"', "-1", "300", "2.5"])
+def test_durations_and_seconds_are_kept_as_sent(keep_alive: str) -> None:
+    req = decode_request("/api/chat", b'{"model": "m", "keep_alive": ' + keep_alive.encode() + b"}")
+    assert req.keep_alive is not None

@@ -22,11 +22,10 @@ Bounded for CI: derandomized hypothesis, a few examples an operation
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +48,7 @@ from corral.app.gateway import Gateway
 from corral.sim.launch import NodeSpec, start_nodes, stop_nodes
 from corral.sim.model_types import VllmConfig
 from corral.sim.vllm_launch import VllmSpec
+from tests.app.fuzz_support import in_thread
 from tests.app.workers_support import SIM
 from tests.helpers import FAST_SIM, SIM_MODELS, run_gateway, until
 
@@ -79,11 +79,11 @@ CONFIG = schemathesis.Config.from_dict(
 
 @dataclass
 class Live:
-    """The gateway under test, running in a thread and event loop of its own."""
+    """The gateway under test (in a thread of its own: tests/app/fuzz_support.py)."""
 
-    url: str = ""
+    url: str
+    gw: Gateway
     user_key: str = ""
-    gw: Gateway | None = None
     statuses: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
 
     def headers_for(self, path: str) -> dict[str, str]:
@@ -94,7 +94,8 @@ class Live:
         return {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-async def _serve(live: Live, started: threading.Event, stop: asyncio.Event) -> None:
+@asynccontextmanager
+async def _gateway() -> AsyncIterator[Live]:
     nodes = await start_nodes(
         [
             NodeSpec(models=SIM_MODELS, config=FAST_SIM, name="sim0"),
@@ -115,53 +116,28 @@ async def _serve(live: Live, started: threading.Event, stop: asyncio.Event) -> N
             health={"timeout_s": 0.5},
             timeouts={"connect_s": 0.5},
             workers={"command": SIM, "max": 2, "autoscale": False},
-        ) as gw:
-            await until(lambda: all(b.healthy for b in gw.gw.fleet.backends.values()))
-            async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
-                made = await client.post(
-                    "/admin/users",
-                    json={"name": "fuzz-user", "key": {}},
-                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                )
-                assert made.status_code == 201, made.text
-                live.user_key = made.json()["key"]["key"]
-            live.url, live.gw = gw.url, gw.gw
-            started.set()
-            await stop.wait()
+        ) as running:
+            yield Live(running.url, running.gw)
     finally:
         await stop_nodes(nodes)
 
 
+async def _ready(live: Live) -> None:
+    await until(lambda: all(b.healthy for b in live.gw.fleet.backends.values()))
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        made = await client.post(
+            "/admin/users",
+            json={"name": "fuzz-user", "key": {}},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+    assert made.status_code == 201, made.text
+    live.user_key = made.json()["key"]["key"]
+
+
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
-    live = Live()
-    started = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run_until_complete(_serve(live, started, stop))
-        except BaseException as exc:  # reported by the fixture, not lost in the thread
-            failure.append(exc)
-            started.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name="fuzzed-gateway")
-    thread.start()
-    started.wait(60)
-    try:
-        if failure:
-            raise failure[0]
-        assert live.url, "the gateway did not start in time"
-        yield live
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(60)
-    if failure:
-        raise failure[0]
+    with in_thread(_gateway, _ready) as running:
+        yield running
 
 
 def error_object(ctx: CheckContext, response: Any, case: Any) -> bool | None:
@@ -263,7 +239,7 @@ def _refused(resp: httpx.Response, param: str) -> None:
 def test_slow_operations_refuse_malformed_input(
     live: Live, path: str, body: Any, param: str
 ) -> None:
-    assert live.gw is not None and live.gw.workers is not None
+    assert live.gw.workers is not None
     before = set(live.gw.fleet.backends)
     with httpx.Client(base_url=live.url, timeout=30) as client:
         resp = client.post(path, json=body, headers=live.headers_for(path))

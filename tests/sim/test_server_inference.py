@@ -202,6 +202,16 @@ async def test_bad_requests_get_400_with_an_error_body(sim: SimNode) -> None:
     assert missing.json() == {"error": "missing request body"}
 
 
+@pytest.mark.parametrize("option", ["num_predict", "num_ctx"])
+async def test_an_option_past_64_bits_is_a_400_not_a_crash(sim: SimNode, option: str) -> None:
+    huge = {"model": "llama3.2:1b", "prompt": "x", "stream": False, "options": {option: 2**64}}
+    body = json.dumps(huge)  # Python writes the integer whole, as a client could
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        resp = await http.post("/api/generate", content=body.encode())
+    assert resp.status_code == 400, resp.text
+    assert resp.json() == {"error": f"option {option!r} is out of range for an integer"}
+
+
 async def test_embed_single_batch_dimensions_and_truncate(sim: SimNode) -> None:
     long_text = "word " * 10_000
     async with ollama.AsyncClient(host=sim.url) as client:

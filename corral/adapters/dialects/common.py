@@ -77,6 +77,8 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise InvalidField(f"invalid request: {where}{head}", param=param) from None
     except msgspec.DecodeError as exc:
         raise InvalidJSON(f"invalid JSON in request body: {exc}") from None
+    except RecursionError:  # msgspec's depth guard: [[[[...]]]] thousands deep
+        raise InvalidJSON("invalid JSON in request body: nested too deeply") from None
 
 
 # OpenAI's effort scale reaches past Ollama's at both ends; clamp as Ollama's own
@@ -153,7 +155,7 @@ def args_to_object(text: str, *, param: str) -> dict[str, Any]:
     """OpenAI's JSON-text arguments as the object Ollama wants; a 400 if not an object."""
     try:
         return _object.decode(text or "{}")
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         raise InvalidField(
             f"{param}: tool call arguments must be a JSON object", param=param
         ) from None

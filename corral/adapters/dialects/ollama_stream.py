@@ -52,7 +52,7 @@ class StreamDecoder(LineReader):
             return
         try:
             c = _chunk.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             out.append(Delta(error=f"backend sent a malformed stream line: {exc}"))
             return
         if c.error is not None:

@@ -106,6 +106,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         return decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UpstreamError(f"backend answered malformed JSON: {exc}") from None
+    except RecursionError:
+        raise UpstreamError("backend answered JSON nested too deeply") from None
 
 
 def tool_calls_in(calls: list[ToolCallIn] | None) -> list[ToolCall]:

@@ -91,7 +91,7 @@ class StreamDecoder(LineReader):
             return
         try:
             chunk = _chunk.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             out.append(Delta(error=f"backend sent a malformed stream event: {exc}"))
             return
         self._chunk(chunk, out)
