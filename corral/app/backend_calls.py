@@ -106,6 +106,7 @@ async def read_progress(
     queue: ProgressQueue,
     *,
     idle_timeout: float | None = None,
+    refused: dict[str, int] | None = None,
 ) -> None:
     """Follow one backend's progress stream into ``queue``; end with (name, None, error).
 
@@ -113,7 +114,8 @@ async def read_progress(
     caller decides what it shows. An ``{"error": ...}`` line, a non-200 answer, a cut
     stream or a silence longer than ``idle_timeout`` ends the backend with that error.
     Its model list is re-read before the end is reported, so the caller's next answer
-    (and the next request) already sees what the operation changed.
+    (and the next request) already sees what the operation changed. A backend that
+    answers the request with another status than 200 has it put in ``refused``.
     """
     transport = fleet.transports.get(b.name)
     if transport is None:
@@ -127,6 +129,8 @@ async def read_progress(
             try:
                 if resp.status != 200:
                     error = error_text(await resp.read()) or f"HTTP {resp.status}"
+                    if refused is not None:
+                        refused[b.name] = resp.status
                 else:
                     buf = b""
                     async for chunk in resp.chunks():

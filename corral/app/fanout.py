@@ -27,7 +27,14 @@ from corral.app.backend_calls import (
     read_progress,
 )
 from corral.app.pipeline import RequestContext
-from corral.core.errors import BadRequest, CorralError, NotFound, Unavailable, UpstreamError
+from corral.core.errors import (
+    BadRequest,
+    CorralError,
+    InvalidField,
+    NotFound,
+    Unavailable,
+    UpstreamError,
+)
 from corral.core.types import BackendState
 
 __all__ = [
@@ -77,9 +84,15 @@ async def parse_manage(ctx: RequestContext) -> None:
         ctx.model = data["source"]
     else:
         model = data.get("model") or data.get("name")
-        if not isinstance(model, str) or not model:
+        if model is not None and not isinstance(model, str):
+            raise InvalidField("model must be a string", param="model")
+        if not model:
             raise BadRequest("model is required", param="model")
         ctx.model = model
+    for flag in ("stream", "insecure"):
+        # As Ollama's own decoder would: "yes" is not a boolean.
+        if data.get(flag) is not None and not isinstance(data[flag], bool):
+            raise InvalidField(f"{flag} must be true or false", param=flag)
     ctx.stream = ctx.endpoint in _STREAMING and data.get("stream") is not False
     ctx.parsed = data
 
@@ -124,9 +137,18 @@ async def merged_progress(ctx: RequestContext) -> None:
     chosen = targets(ctx)
     queue: ProgressQueue = asyncio.Queue()
     idle = ctx.gw.settings.timeouts.stream_idle_s
+    refused: dict[str, int] = {}
     tasks = [
         asyncio.create_task(
-            read_progress(ctx.gw.fleet, b, ctx.endpoint, ctx.parsed, queue, idle_timeout=idle)
+            read_progress(
+                ctx.gw.fleet,
+                b,
+                ctx.endpoint,
+                ctx.parsed,
+                queue,
+                idle_timeout=idle,
+                refused=refused,
+            )
         )
         for b in chosen
     ]
@@ -154,7 +176,7 @@ async def merged_progress(ctx: RequestContext) -> None:
         final = msgspec.json.decode(last)
         if "error" in final:
             ctx.error = final["error"]
-            ctx.status = 500
+            ctx.status = _failed_status(refused, len(chosen))
         else:
             ctx.status = 200
         ctx.finished = True
@@ -163,6 +185,16 @@ async def merged_progress(ctx: RequestContext) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _failed_status(refused: dict[str, int], targets: int) -> int:
+    """The status of a failed non-streamed pull, push or create: the backends' own 4xx
+    when every one refused the request alike (the client's mistake, e.g. a create
+    with neither from nor files), else 500, as Ollama answers a failed pull."""
+    codes = set(refused.values())
+    if len(refused) == targets and len(codes) == 1 and 400 <= (code := codes.pop()) < 500:
+        return code
+    return 500
 
 
 async def _merge(queue: ProgressQueue, names: list[str]) -> AsyncIterator[bytes]:

@@ -169,3 +169,26 @@ async def test_a_keep_alive_that_is_not_a_duration_is_refused_naming_it(
     body["options"] = {"num_predict": 2}
     resp = await client.post("/api/generate", content=json.dumps(body))
     assert resp.status_code == 200, resp.text
+
+
+async def test_a_create_every_backend_refuses_answers_their_4xx_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    # Neither from nor files: Ollama's own 400, not a failure of the gateway's.
+    resp = await client.post("/api/create", json={"model": "mine", "stream": False})
+    assert "neither 'from' or 'files' was specified" in ollama_error(resp, 400)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"model": "m", "stream": "yes"}, "stream must be true or false"),
+        ({"model": "m", "insecure": 1}, "insecure must be true or false"),
+        ({"model": 5}, "model must be a string"),
+    ],
+)
+async def test_model_management_fields_keep_their_json_types(
+    client: httpx.AsyncClient, body: dict[str, Any], said: str
+) -> None:
+    # As on /api/generate: "yes" is not a boolean; a pull must not start on it.
+    assert ollama_error(await client.post("/api/pull", json=body), 400) == said
