@@ -12,8 +12,10 @@ from corral.adapters.fleet import Fleet
 from corral.adapters.images import ImageFetcher
 from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal
+from corral.adapters.store.request_audit import ContentLine
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
+from corral.app.content_audit import ContentAudit, Retention
 from corral.config import Settings
 from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
@@ -112,6 +114,9 @@ class Gateway:
         # The usage ledger (usage.journal): each record is journaled, then batched into
         # the store; open between start and stop.
         self.ledger: UsageLog | None = None
+        # The request audit (audit.content): None when off, so requests skip it entirely.
+        self.content = ContentAudit(settings.audit) if settings.audit.content != "off" else None
+        self.retention: Retention | None = None  # purges request audit rows; open while running
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
         self.demo_engines: list[Any] = []  # real engines started by --demo
@@ -158,12 +163,12 @@ class Gateway:
         await self.fleet.remove(name)
         return state
 
-    def record(self, record: UsageRecord) -> None:
+    def record(self, record: UsageRecord, content: ContentLine | None = None) -> None:
         self.requests_total += 1
         self.usage.append(record)
         if self.ledger is not None:
             backend = self.fleet.backends.get(record.backend) if record.backend else None
-            self.ledger.append(record, backend.kind if backend is not None else None)
+            self.ledger.append(record, backend.kind if backend is not None else None, content)
         for listener in self.usage_listeners:
             listener(record)
 
@@ -182,6 +187,8 @@ class Gateway:
                 )
                 await ledger.start()  # replays what a previous run left uncommitted
                 self.ledger = ledger
+            self.retention = Retention(self.store, self.settings.audit)
+            self.retention.start()
         except BaseException:
             await self.auth.stop()
             await self._close_store()
@@ -195,6 +202,9 @@ class Gateway:
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()
+        if self.retention is not None:
+            retention, self.retention = self.retention, None
+            await retention.stop()
         if self.ledger is not None:  # after the fleet: its last requests are recorded
             ledger, self.ledger = self.ledger, None
             await ledger.stop()

@@ -211,11 +211,11 @@ async def test_rows_wait_in_the_journal_while_the_store_is_down(
     real = usage_log.record_usage_batch
     outage = {"left": 3}
 
-    async def flaky(target: Store, entries: list[object]) -> int:
+    async def flaky(target: Store, entries: list[object], audits: list[object]) -> int:
         if outage["left"]:
             outage["left"] -= 1
             raise ConnectionError("database unreachable")
-        return await real(target, entries)  # type: ignore[arg-type]
+        return await real(target, entries, audits)  # type: ignore[arg-type]
 
     monkeypatch.setattr(usage_log, "record_usage_batch", flaky)
     log = UsageLog(store, Journal(tmp_path / "journal"), batch_s=0.02, sync_s=0.01)

@@ -25,6 +25,11 @@ from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal, Position
 from corral.adapters.store.ledger import record_usage_batch
 from corral.adapters.store.records import UsageEntry, usage_entry
+from corral.adapters.store.request_audit import (
+    ContentLine,
+    RequestAuditEntry,
+    request_audit_entry,
+)
 from corral.adapters.store.schema import UserRow
 from corral.core.errors import BadRequest
 from corral.core.usage import UsageRecord
@@ -35,10 +40,12 @@ log = logging.getLogger("corral.ledger")
 
 
 class UsageLine(msgspec.Struct, omit_defaults=True):
-    """One journal line: the gateway's record and the dialect the backend spoke."""
+    """One journal line: the gateway's record, the dialect the backend spoke, and what
+    the request audit keeps of it (``audit.content``), which becomes its own row."""
 
     record: UsageRecord
     dialect_out: str | None = None
+    content: ContentLine | None = None
 
 
 class UsageLog:
@@ -70,10 +77,15 @@ class UsageLog:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one batch at a time: the task, or stop's drain
 
-    def append(self, record: UsageRecord, dialect_out: str | None = None) -> None:
+    def append(
+        self,
+        record: UsageRecord,
+        dialect_out: str | None = None,
+        content: ContentLine | None = None,
+    ) -> None:
         """The hot path: one encode, one ``write`` call."""
         try:
-            self.journal.append(self._encode(UsageLine(record, dialect_out)) + b"\n")
+            self.journal.append(self._encode(UsageLine(record, dialect_out, content)) + b"\n")
         except OSError as exc:  # a full or failing disk: the request itself went fine
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
@@ -148,26 +160,35 @@ class UsageLog:
     async def _write(self, lines: list[UsageLine]) -> int:
         names = {line.record.user for line in lines if line.record.user is not None}
         ids = await self._user_ids(names) if names else {}
-        entries = [
-            usage_entry(
-                line.record,
-                user_id=ids.get(line.record.user) if line.record.user else None,
-                key_prefix=line.record.key_prefix,
-                dialect_out=line.dialect_out,
+        pairs = [
+            (
+                usage_entry(
+                    line.record,
+                    user_id=ids.get(line.record.user) if line.record.user else None,
+                    key_prefix=line.record.key_prefix,
+                    dialect_out=line.dialect_out,
+                ),
+                None if line.content is None else request_audit_entry(line.record, line.content),
             )
             for line in lines
         ]
         try:
-            return await record_usage_batch(self.store, entries)
+            return await record_usage_batch(
+                self.store,
+                [entry for entry, _ in pairs],
+                [audit for _, audit in pairs if audit is not None],
+            )
         except BadRequest:
-            return await self._write_one_by_one(entries)
+            return await self._write_one_by_one(pairs)
 
-    async def _write_one_by_one(self, entries: list[UsageEntry]) -> int:
+    async def _write_one_by_one(
+        self, pairs: list[tuple[UsageEntry, RequestAuditEntry | None]]
+    ) -> int:
         # A row the store refuses must not block the rows behind it forever.
         added = 0
-        for entry in entries:
+        for entry, audit in pairs:
             try:
-                added += await record_usage_batch(self.store, [entry])
+                added += await record_usage_batch(self.store, [entry], [audit] if audit else [])
             except BadRequest as exc:
                 log.error("usage row %s refused and dropped: %s", entry.request_id, exc)
         return added

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import health
+from corral.app.admin import audit_search, health
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -29,6 +29,7 @@ __all__ = ["control_routers", "hot_routes"]
 def control_routers(gw: Gateway) -> list[APIRouter]:
     return [
         health.router(gw),
+        audit_search.router(gw),
     ]
 
 

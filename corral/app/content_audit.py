@@ -1,0 +1,275 @@
+"""The request audit: what each inference request's audit row keeps (``audit.content``),
+and the purge that ends it after ``audit.retention_days``.
+
+With ``off`` none of this runs: the pipelines hold no `ContentAudit` and each request
+pays one ``is None`` check. ``metadata`` builds one `ContentLine` when the request
+ends: the request's parameters with its text fields taken out (one decode of the
+body). ``full`` also keeps the request's text fields and the answer's text: the
+pipeline sends through a `Transcript`, which reads the text out of what goes to the
+client (streamed chunks decoded as they pass, up to ``audit.max_text_chars``).
+
+The line rides in the request's usage journal line (corral/adapters/store/usage_log.py),
+so it is written, replayed and drained exactly like the usage row beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from corral.adapters.dialects import ollama as ollama_dialect
+from corral.adapters.dialects import openai as openai_dialect
+from corral.adapters.store.db import Store
+from corral.adapters.store.request_audit import ContentLine, purge_request_audit
+from corral.app.asgi import Message, Send
+from corral.config.audit import AuditConfig
+from corral.core.canonical import Delta
+
+if TYPE_CHECKING:
+    from corral.app.pipeline import RequestContext
+
+__all__ = ["AUDITED_ENDPOINTS", "ContentAudit", "Retention", "Transcript"]
+
+log = logging.getLogger("corral.audit")
+
+AUDITED_ENDPOINTS = frozenset(
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    }
+)
+_EMBEDDINGS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
+_CHAT = frozenset({"/api/chat", "/v1/chat/completions"})
+# The fields of either dialect's request that carry what people wrote (or large opaque
+# data derived from it: images, Ollama's context tokens). Everything else is a parameter.
+TEXT_FIELDS = frozenset(
+    {"messages", "prompt", "system", "suffix", "template", "input", "images", "context", "tools"}
+)
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
+def _image(size: int) -> str:
+    return f"<image, {size} characters>"
+
+
+class _Clip:
+    """Copies JSON values, cutting their strings once ``left`` characters are used up.
+
+    Images (Ollama's ``images`` lists, ``data:`` URLs) become a placeholder naming
+    their size: they are not text, and would dwarf everything else.
+    """
+
+    __slots__ = ("cut", "left")
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.cut = False
+
+    def text(self, value: str) -> str:
+        if len(value) <= self.left:
+            self.left -= len(value)
+            return value
+        self.cut = True
+        kept, self.left = value[: self.left], 0
+        return kept
+
+    def walk(self, value: Any, key: str = "") -> Any:
+        if isinstance(value, str):
+            if value.startswith("data:") and ";base64," in value[:100]:
+                return _image(len(value))
+            return self.text(value)
+        if isinstance(value, list):
+            if key == "images":
+                return [_image(len(v)) if isinstance(v, str) else v for v in value]
+            if key == "context":
+                return f"<{len(value)} context tokens>"
+            return [self.walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.walk(v, k) for k, v in value.items()}
+        return value
+
+
+class Transcript:
+    """Sends to the client and keeps the answer's text (``audit.content: full``).
+
+    A streamed answer is decoded chunk by chunk in the client's dialect as it passes,
+    and only until ``left`` characters are kept; a whole answer is read at the end.
+    """
+
+    __slots__ = ("_ctx", "_decoder", "_parts", "_send", "_whole", "left", "ok", "truncated")
+
+    def __init__(self, ctx: RequestContext, left: int) -> None:
+        self._ctx = ctx
+        self._send = ctx.send
+        self._decoder: Any = None
+        self._parts: list[str] = []
+        self._whole: list[bytes] = []
+        self.left = left
+        self.ok = False  # a 200 answer started
+        self.truncated = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if body and self.ok and self.left > 0:
+                self._take(body)
+        elif message["type"] == "http.response.start":
+            self.ok = message["status"] == 200
+            if self.ok and self._ctx.stream:
+                self._decoder = _stream_decoder(self._ctx)
+        await self._send(message)
+
+    def _take(self, body: bytes) -> None:
+        if self._decoder is None:
+            self._whole.append(body)
+            return
+        try:
+            self._keep(self._decoder.feed(body))
+        except Exception:  # an odd chunk costs the transcript, never the stream
+            self._decoder = None
+            self.ok = False
+
+    def _keep(self, deltas: list[Delta]) -> None:
+        for delta in deltas:
+            text = delta.content
+            if not text:
+                continue
+            if len(text) > self.left:
+                text = text[: self.left]
+                self.truncated = True
+            self._parts.append(text)
+            self.left -= len(text)
+            if self.left <= 0:
+                self.truncated = True
+                return
+
+    def text(self) -> str | None:
+        """The answer's text, or None when there was no readable 200 answer."""
+        if not self.ok:
+            return None
+        ctx = self._ctx
+        if self._decoder is not None:
+            with contextlib.suppress(Exception):
+                if self.left > 0:
+                    self._keep(self._decoder.close())
+            return "".join(self._parts)
+        if ctx.endpoint in _EMBEDDINGS or not self._whole:
+            return None
+        body = b"".join(self._whole)
+        try:
+            if ctx.dialect == "openai":
+                content = openai_dialect.parse_reply(body).content
+            else:
+                content = ollama_dialect.parse_reply(body, kind=_kind(ctx)).content
+        except Exception:
+            return None
+        if len(content) > self.left:
+            self.truncated = True
+            return content[: self.left]
+        return content
+
+
+def _kind(ctx: RequestContext) -> Literal["chat", "completion"]:
+    return "chat" if ctx.endpoint in _CHAT else "completion"
+
+
+def _stream_decoder(ctx: RequestContext) -> Any:
+    if ctx.dialect == "openai":
+        return openai_dialect.StreamDecoder()
+    return ollama_dialect.StreamDecoder(_kind(ctx))
+
+
+class ContentAudit:
+    """What ``audit.content`` keeps of each inference request; None on the gateway when off."""
+
+    def __init__(self, cfg: AuditConfig) -> None:
+        self.level = cfg.content
+        self.full = cfg.content == "full"
+        self.max_chars = cfg.max_text_chars
+
+    @staticmethod
+    def covers(endpoint: str) -> bool:
+        return endpoint in AUDITED_ENDPOINTS
+
+    def transcribe(self, ctx: RequestContext) -> Send:
+        """Route the request's replies through a `Transcript`; the send to use from now."""
+        transcript = Transcript(ctx, self.max_chars)
+        ctx.transcript = transcript
+        ctx.send = transcript.send
+        return transcript.send
+
+    def line(self, ctx: RequestContext) -> ContentLine:
+        """The audit's part of the request's journal line, built as the request ends."""
+        try:
+            body = _decode(ctx.body) if ctx.body else {}
+        except msgspec.DecodeError:
+            body = None  # the request was refused for it (400); nothing to keep
+        if not isinstance(body, dict):
+            return ContentLine(self.level, {"unreadable": True} if ctx.body else {})
+        params = {k: v for k, v in body.items() if k not in TEXT_FIELDS}
+        omitted = sorted(k for k in body if k in TEXT_FIELDS)
+        if omitted:
+            params["omitted"] = omitted
+        if not self.full:
+            return ContentLine(self.level, params)
+        clip = _Clip(self.max_chars)
+        texts = {k: clip.walk(body[k], k) for k in omitted}
+        prompt = _encode(texts).decode() if texts else None
+        transcript = ctx.transcript
+        response = transcript.text() if isinstance(transcript, Transcript) else None
+        truncated = clip.cut or (isinstance(transcript, Transcript) and transcript.truncated)
+        return ContentLine(self.level, params, prompt, response, truncated)
+
+
+class Retention:
+    """Deletes request audit rows past ``audit.retention_days``, every ``purge_interval_s``.
+
+    Runs whatever ``audit.content`` is now: rows kept while it was on still age out
+    after it was turned off.
+    """
+
+    def __init__(self, store: Store, cfg: AuditConfig) -> None:
+        self.store = store
+        self.keep = timedelta(days=cfg.retention_days)
+        self.interval_s = cfg.purge_interval_s
+        self.purged = 0  # rows this process deleted
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def purge(self, now: datetime | None = None) -> int:
+        """One pass: delete what is older than the retention period at ``now``."""
+        gone = await purge_request_audit(self.store, (now or datetime.now(UTC)) - self.keep)
+        self.purged += gone
+        if gone:
+            log.info("request audit: purged %d rows older than %s", gone, self.keep)
+        return gone
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception as exc:  # the database is away: try again next interval
+                log.warning(
+                    "request audit purge failed, next try in %.0f s: %s", self.interval_s, exc
+                )
+            await asyncio.sleep(self.interval_s)
