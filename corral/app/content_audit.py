@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -236,13 +237,18 @@ class Retention:
     """Deletes request audit rows past ``audit.retention_days``, every ``purge_interval_s``.
 
     Runs whatever ``audit.content`` is now: rows kept while it was on still age out
-    after it was turned off.
+    after it was turned off. With content on it also starts a new usage journal
+    segment each time (``rotate``), so the text in journal lines leaves the local
+    disk within about one interval, not when a quiet gateway's segment fills.
     """
 
-    def __init__(self, store: Store, cfg: AuditConfig) -> None:
+    def __init__(
+        self, store: Store, cfg: AuditConfig, rotate: Callable[[], object] | None = None
+    ) -> None:
         self.store = store
         self.keep = timedelta(days=cfg.retention_days)
         self.interval_s = cfg.purge_interval_s
+        self.rotate = rotate
         self.purged = 0  # rows this process deleted
         self._task: asyncio.Task[None] | None = None
 
@@ -266,6 +272,8 @@ class Retention:
 
     async def _run(self) -> None:
         while True:
+            if self.rotate is not None:
+                self.rotate()
             try:
                 await self.purge()
             except Exception as exc:  # the database is away: try again next interval

@@ -187,7 +187,8 @@ class Gateway:
                 )
                 await ledger.start()  # replays what a previous run left uncommitted
                 self.ledger = ledger
-            self.retention = Retention(self.store, self.settings.audit)
+            rotate = self.ledger.journal.rotate if self.ledger and self.content else None
+            self.retention = Retention(self.store, self.settings.audit, rotate)
             self.retention.start()
         except BaseException:
             await self.auth.stop()

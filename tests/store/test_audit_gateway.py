@@ -322,3 +322,21 @@ async def test_the_purge_job_deletes_request_rows_past_retention(
         await until(lambda: retention.purged == 1)
         (kept,) = await a.rows(1)
     assert kept.request_id == "recent"
+
+
+async def test_prompt_text_leaves_the_local_journal_within_a_purge_interval(
+    store: Store, tmp_path: Path
+) -> None:
+    journal = tmp_path / "usage.journal"
+
+    def holding(text: bytes) -> list[str]:
+        return [p.name for p in journal.glob("usage-*.jsonl") if text in p.read_bytes()]
+
+    async with audited_gateway(store, tmp_path, "full", purge_interval_s=0.2) as a:
+        async with httpx.AsyncClient(base_url=a.url, timeout=30, headers=a.headers()) as client:
+            body = {"model": MODEL, "prompt": "my bank PIN is 4711", "stream": False}
+            assert (await client.post("/api/generate", json=body)).status_code == 200
+        (row,) = await a.rows(1)
+        assert "4711" in (row.prompt or "")
+        # A quiet gateway's live segment would keep it until it filled; rotation ends it.
+        await until(lambda: not holding(b"4711"), timeout=10)

@@ -251,3 +251,17 @@ async def test_a_failing_journal_write_loses_the_row_not_the_request(
         assert log.lost == 1 and "usage journal write failed" in caplog.text
     finally:
         await store.close()
+
+
+def test_rotate_finishes_the_live_segment_and_the_next_commit_deletes_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    first = journal.live_segment
+    assert not journal.rotate()  # nothing in it: no new segment
+    journal.append(b"a\n")
+    assert journal.rotate() and journal.live_segment == first + 1
+    lines, after = journal.read(journal.checkpoint, 10)
+    assert lines == [b"a\n"] and after == Position(first + 1, 0)
+    journal.commit(after)
+    assert journal.segments() == [first + 1]
+    journal.close()

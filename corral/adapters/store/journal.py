@@ -104,6 +104,18 @@ class Journal:
         if self._size >= self.segment_bytes:
             self._open_segment(self._segment + 1)
 
+    def rotate(self) -> bool:
+        """Start a new segment if the live one holds lines; True when it did.
+
+        The old segment is then finished, and deleted by the first commit past it: how
+        the request audit keeps prompts from lingering in a quiet gateway's live
+        segment for longer than a purge interval.
+        """
+        if self._fd < 0 or self._size == 0:
+            return False
+        self._open_segment(self._segment + 1)
+        return True
+
     def begin_sync(self) -> tuple[list[int], list[int]]:
         """File descriptors to fdatasync now, and the retired ones among them.
 
