@@ -6,7 +6,7 @@ pays one ``is None`` check. ``metadata`` builds one `ContentLine` when the reque
 ends: the request's parameters with its text fields taken out (one decode of the
 body). ``full`` also keeps the request's text fields and the answer's text: the
 pipeline sends through a `Transcript`, which reads the text out of what goes to the
-client (streamed chunks decoded as they pass, up to ``audit.max_text_chars``).
+client, in the client's dialect (up to ``audit.max_text_chars``).
 
 The line rides in the request's usage journal line (corral/adapters/store/usage_log.py),
 so it is written, replayed and drained exactly like the usage row beside it.
@@ -19,17 +19,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from corral.adapters.dialects import ollama as ollama_dialect
-from corral.adapters.dialects import openai as openai_dialect
 from corral.adapters.store.db import Store
 from corral.adapters.store.request_audit import ContentLine, purge_request_audit
 from corral.app.asgi import Message, Send
 from corral.config.audit import AuditConfig
-from corral.core.canonical import Delta
 
 if TYPE_CHECKING:
     from corral.app.pipeline import RequestContext
@@ -50,7 +47,6 @@ AUDITED_ENDPOINTS = frozenset(
     }
 )
 _EMBEDDINGS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
-_CHAT = frozenset({"/api/chat", "/v1/chat/completions"})
 # The fields of either dialect's request that carry what people wrote (or large opaque
 # data derived from it: images, Ollama's context tokens). Everything else is a parameter.
 TEXT_FIELDS = frozenset(
@@ -101,21 +97,66 @@ class _Clip:
         return value
 
 
+class _Said(msgspec.Struct):
+    content: str | None = None
+
+
+class _OllamaText(msgspec.Struct):
+    """The text of an Ollama answer or stream line (chat: message, generate: response)."""
+
+    message: _Said | None = None
+    response: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Said | None = None  # a chat stream's event
+    message: _Said | None = None  # a whole chat answer
+    text: str | None = None  # completions, streamed or whole
+
+
+class _OpenAIText(msgspec.Struct):
+    choices: list[_Choice] | None = None
+
+
+_ollama_texts = msgspec.json.Decoder(list[_OllamaText])
+_openai_texts = msgspec.json.Decoder(list[_OpenAIText])
+_ollama_text = msgspec.json.Decoder(_OllamaText)
+_openai_text = msgspec.json.Decoder(_OpenAIText)
+_DIGEST_BYTES = 64 * 1024  # raw answer bytes held before they are read down to text
+
+
+def _text_of(item: _OllamaText | _OpenAIText) -> str:
+    if isinstance(item, _OllamaText):
+        if item.message is not None:
+            return item.message.content or ""
+        return item.response or ""
+    parts = []
+    for choice in item.choices or ():
+        if choice.index != 0:
+            continue  # n > 1: the first choice stands for the answer
+        said = choice.delta or choice.message
+        parts.append((said.content or "") if said is not None else (choice.text or ""))
+    return "".join(parts)
+
+
 class Transcript:
     """Sends to the client and keeps the answer's text (``audit.content: full``).
 
-    A streamed answer is decoded chunk by chunk in the client's dialect as it passes,
-    and only until ``left`` characters are kept; a whole answer is read at the end.
+    The answer's bytes are only collected as they pass (a list append per chunk); every
+    64 KiB, and at the end, the complete lines are read down to their text in one
+    decode, so a long stream holds at most that much beside its text, and the text
+    stops growing at ``left`` characters.
     """
 
-    __slots__ = ("_ctx", "_decoder", "_parts", "_send", "_whole", "left", "ok", "truncated")
+    __slots__ = ("_ctx", "_raw", "_send", "_size", "_texts", "left", "ok", "truncated")
 
     def __init__(self, ctx: RequestContext, left: int) -> None:
         self._ctx = ctx
         self._send = ctx.send
-        self._decoder: Any = None
-        self._parts: list[str] = []
-        self._whole: list[bytes] = []
+        self._raw: list[bytes] = []
+        self._size = 0
+        self._texts: list[str] = []
         self.left = left
         self.ok = False  # a 200 answer started
         self.truncated = False
@@ -124,71 +165,65 @@ class Transcript:
         if message["type"] == "http.response.body":
             body = message.get("body", b"")
             if body and self.ok and self.left > 0:
-                self._take(body)
+                self._raw.append(body)
+                self._size += len(body)
+                if self._size >= _DIGEST_BYTES and self._ctx.stream:
+                    self._digest(final=False)
         elif message["type"] == "http.response.start":
             self.ok = message["status"] == 200
-            if self.ok and self._ctx.stream:
-                self._decoder = _stream_decoder(self._ctx)
         await self._send(message)
 
-    def _take(self, body: bytes) -> None:
-        if self._decoder is None:
-            self._whole.append(body)
-            return
-        try:
-            self._keep(self._decoder.feed(body))
-        except Exception:  # an odd chunk costs the transcript, never the stream
-            self._decoder = None
-            self.ok = False
+    def _digest(self, *, final: bool) -> None:
+        data = b"".join(self._raw)
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        self._raw = [data[cut:]] if cut < len(data) else []
+        self._size = len(data) - cut
+        if not self._ctx.stream:
+            lines = [data]  # a whole answer: one JSON document
+        else:
+            lines = [line for line in data[:cut].split(b"\n") if line.strip()]
+            if self._ctx.dialect == "openai":
+                # SSE: the data lines carry the events; [DONE] carries no text.
+                lines = [
+                    line[5:].strip()
+                    for line in lines
+                    if line.startswith(b"data:") and not line.rstrip().endswith(b"[DONE]")
+                ]
+        if lines:
+            self._keep(self._decode(lines))
 
-    def _keep(self, deltas: list[Delta]) -> None:
-        for delta in deltas:
-            text = delta.content
-            if not text:
-                continue
-            if len(text) > self.left:
-                text = text[: self.left]
-                self.truncated = True
-            self._parts.append(text)
-            self.left -= len(text)
-            if self.left <= 0:
-                self.truncated = True
+    def _decode(self, lines: list[bytes]) -> list[str]:
+        openai = self._ctx.dialect == "openai"
+        many = _openai_texts if openai else _ollama_texts
+        one = _openai_text if openai else _ollama_text
+        try:  # one decode for the whole batch
+            return [_text_of(item) for item in many.decode(b"[" + b",".join(lines) + b"]")]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        texts = []
+        for line in lines:  # some line is not an answer's (an error, a torn line)
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                texts.append(_text_of(one.decode(line)))
+        return texts
+
+    def _keep(self, texts: list[str]) -> None:
+        for text in texts:
+            if len(text) >= self.left:
+                self.truncated = self.truncated or len(text) > self.left
+                self._texts.append(text[: self.left])
+                self.left = 0
+                self._raw, self._size = [], 0
                 return
+            self._texts.append(text)
+            self.left -= len(text)
 
     def text(self) -> str | None:
-        """The answer's text, or None when there was no readable 200 answer."""
-        if not self.ok:
+        """The answer's text, or None when there was no 200 answer with text to read."""
+        if not self.ok or self._ctx.endpoint in _EMBEDDINGS:
             return None
-        ctx = self._ctx
-        if self._decoder is not None:
-            with contextlib.suppress(Exception):
-                if self.left > 0:
-                    self._keep(self._decoder.close())
-            return "".join(self._parts)
-        if ctx.endpoint in _EMBEDDINGS or not self._whole:
-            return None
-        body = b"".join(self._whole)
-        try:
-            if ctx.dialect == "openai":
-                content = openai_dialect.parse_reply(body).content
-            else:
-                content = ollama_dialect.parse_reply(body, kind=_kind(ctx)).content
-        except Exception:
-            return None
-        if len(content) > self.left:
-            self.truncated = True
-            return content[: self.left]
-        return content
-
-
-def _kind(ctx: RequestContext) -> Literal["chat", "completion"]:
-    return "chat" if ctx.endpoint in _CHAT else "completion"
-
-
-def _stream_decoder(ctx: RequestContext) -> Any:
-    if ctx.dialect == "openai":
-        return openai_dialect.StreamDecoder()
-    return ollama_dialect.StreamDecoder(_kind(ctx))
+        if self._raw:
+            self._digest(final=True)
+        return "".join(self._texts)
 
 
 class ContentAudit:
