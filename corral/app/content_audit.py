@@ -60,11 +60,21 @@ def _image(size: int) -> str:
     return f"<image, {size} characters>"
 
 
+# Inside those fields, the keys whose strings are what people wrote; other strings
+# (roles, types, names, ids) are labels, kept whole up to _LABEL characters.
+_TEXT_KEYS = frozenset(
+    {"content", "text", "prompt", "system", "suffix", "template", "input", "thinking"}
+    | {"arguments", "description"}
+)
+_LABEL = 256
+
+
 class _Clip:
-    """Copies JSON values, cutting their strings once ``left`` characters are used up.
+    """Copies JSON values, cutting the text once ``left`` characters of it are used up.
 
     Images (Ollama's ``images`` lists, ``data:`` URLs) become a placeholder naming
-    their size: they are not text, and would dwarf everything else.
+    their size, and Ollama's ``context`` its length: they are not text, and would
+    dwarf everything else.
     """
 
     __slots__ = ("cut", "left")
@@ -81,19 +91,24 @@ class _Clip:
         kept, self.left = value[: self.left], 0
         return kept
 
-    def walk(self, value: Any, key: str = "") -> Any:
+    def walk(self, value: Any, key: str = "", text: bool = True) -> Any:
         if isinstance(value, str):
             if value.startswith("data:") and ";base64," in value[:100]:
                 return _image(len(value))
-            return self.text(value)
+            if text:
+                return self.text(value)
+            if len(value) > _LABEL:
+                self.cut = True
+                return value[:_LABEL]
+            return value
         if isinstance(value, list):
             if key == "images":
                 return [_image(len(v)) if isinstance(v, str) else v for v in value]
             if key == "context":
                 return f"<{len(value)} context tokens>"
-            return [self.walk(v) for v in value]
+            return [self.walk(v, key, text) for v in value]
         if isinstance(value, dict):
-            return {k: self.walk(v, k) for k, v in value.items()}
+            return {k: self.walk(v, k, k in _TEXT_KEYS) for k, v in value.items()}
         return value
 
 
