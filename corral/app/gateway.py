@@ -190,6 +190,15 @@ class Gateway:
             rotate = self.ledger.journal.rotate if self.ledger and self.content else None
             self.retention = Retention(self.store, self.settings.audit, rotate)
             self.retention.start()
+            if self.content is not None:
+                # Say it where operators look: prompts may be stored from now on.
+                kept = "prompts and answers" if self.content.full else "request metadata"
+                log.warning(
+                    "request audit %s: %s kept %g days",
+                    self.content.level,
+                    kept,
+                    self.settings.audit.retention_days,
+                )
         except BaseException:
             await self.auth.stop()
             await self._close_store()

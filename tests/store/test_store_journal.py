@@ -265,3 +265,26 @@ def test_rotate_finishes_the_live_segment_and_the_next_commit_deletes_it(tmp_pat
     journal.commit(after)
     assert journal.segments() == [first + 1]
     journal.close()
+
+
+def test_a_read_stops_at_its_byte_budget_but_takes_at_least_one_line(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    for size in (10, 10, 30, 10):
+        journal.append(b"x" * (size - 1) + b"\n")
+    first, after = journal.read(journal.checkpoint, 100, max_bytes=15)
+    assert [len(line) for line in first] == [10, 10]  # the second line crossed 15 bytes
+    big, after = journal.read(after, 100, max_bytes=5)
+    assert [len(line) for line in big] == [30]  # one line even over the budget
+    rest, _ = journal.read(after, 100, max_bytes=1000)
+    assert [len(line) for line in rest] == [10]
+    journal.close()
+
+
+async def test_a_drain_commits_every_byte_capped_batch(store: Store, tmp_path: Path) -> None:
+    log = UsageLog(store, Journal(tmp_path / "journal"), batch_bytes=600)
+    await log.start()
+    for i in range(20):
+        log.append(record(i))
+    await log.stop()  # each batch holds a line or two; the drain goes on to the end
+    assert await rows(store) == {f"req-{i}": 1 for i in range(20)}

@@ -58,6 +58,7 @@ class UsageLog:
         *,
         batch_s: float = 0.5,
         batch_max: int = 500,
+        batch_bytes: int = 16 << 20,
         sync_s: float = 0.1,
         max_backoff_s: float = 30.0,
     ) -> None:
@@ -65,6 +66,9 @@ class UsageLog:
         self.journal = journal
         self.batch_s = batch_s
         self.batch_max = batch_max
+        # Lines with request content (audit.content full) can be large: a batch also
+        # stops at this many bytes, so one never holds hundreds of megabytes.
+        self.batch_bytes = batch_bytes
         self.sync_s = sync_s
         self.max_backoff_s = max_backoff_s
         self.committed = 0  # rows this process added to the database
@@ -127,18 +131,25 @@ class UsageLog:
         """Commit batches until the journal has nothing after the checkpoint."""
         total = 0
         while True:
-            added, lines = await self.commit_batch()
+            added, _, full = await self._commit_batch()
             total += added
-            if lines < self.batch_max:
+            if not full:
                 return total
 
     async def commit_batch(self) -> tuple[int, int]:
         """Write the next batch and move the checkpoint; (rows added, lines read)."""
+        added, lines, _ = await self._commit_batch()
+        return added, lines
+
+    async def _commit_batch(self) -> tuple[int, int, bool]:
+        # (rows added, lines read, whether the batch was full: more may be waiting)
         async with self._lock:
             self._read_up_to = self.journal.appended
-            raw, after = await asyncio.to_thread(self.journal.read, self._position, self.batch_max)
+            raw, after = await asyncio.to_thread(
+                self.journal.read, self._position, self.batch_max, self.batch_bytes
+            )
             if after == self._position:
-                return 0, 0
+                return 0, 0, False
             entries = self._entries(raw)
             added = await self._write(entries) if entries else 0
             # Moving the checkpoint after the commit: a crash between the two replays
@@ -146,7 +157,8 @@ class UsageLog:
             await asyncio.to_thread(self.journal.commit, after)
             self._position = after
             self.committed += added
-            return added, len(raw)
+            full = len(raw) >= self.batch_max or sum(map(len, raw)) >= self.batch_bytes
+            return added, len(raw), full
 
     def _entries(self, raw: Sequence[bytes]) -> list[UsageLine]:
         lines = []
