@@ -12,8 +12,9 @@ chunks (about 1,300 characters of text).
 - ``off``: ``Gateway.record`` with the usage journal on: what every request pays today.
 - ``metadata``: the audit line (one decode of the body, parameters without text) and
   the record, in one journal line.
-- ``full``: the 300 chunks sent through the `Transcript` (decoded on the way), the
-  line with the prompt and the answer's text, and the record.
+- ``full``: the 300 chunks sent through the `Transcript`, the line with the prompt
+  and the answer's text, and the record; beside it the same 300 sends and record
+  with no audit, so the difference is the audit's.
 
 Then the stream meter per chunk: the relay's ``_Meter.add`` as it was (fair-share
 charges only) and as it is, with and without an admission to charge every 16 tokens.
@@ -144,6 +145,14 @@ async def levels(gw: Gateway, n: int, count: int) -> dict[str, list[float]]:
         except StopIteration:
             pass
 
+    def sends_only(i: int) -> None:
+        # The same 300 sends without the audit: what streaming costs in this harness.
+        send = context(gw).send
+        drive(send(start_msg))
+        for chunk in stream:
+            drive(send({"type": "http.response.body", "body": chunk, "more_body": True}))
+        gw.record(records[i])
+
     def one_full(i: int) -> None:
         ctx = context(gw)
         send = full.transcribe(ctx)
@@ -152,7 +161,8 @@ async def levels(gw: Gateway, n: int, count: int) -> dict[str, list[float]]:
             drive(send({"type": "http.response.body", "body": chunk, "more_body": True}))
         gw.record(records[i], full.line(ctx))
 
-    results["full"] = timed(max(1, n // 10), count, one_full)
+    results["off, 300 sends"] = timed(max(1, n // 10), count, sends_only)
+    results["full, 300 sends"] = timed(max(1, n // 10), count, one_full)
     return results
 
 
@@ -171,7 +181,13 @@ def meters(gw: Gateway, n: int, count: int) -> dict[str, list[float]]:
         ctx = context(gw)
         ctx.admission = admitted
         add = _Meter(ctx, 1).add
-        out[name] = timed(n * 10, count, lambda i, add=add: add(chunk))
+        runs = []
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            for _ in range(n * 10):
+                add(chunk)
+            runs.append((time.perf_counter_ns() - start) / (n * 10) / 1000)
+        out[name] = runs
     return out
 
 
@@ -191,9 +207,9 @@ async def main(n: int, count: int, directory: str | None) -> None:
         f"Request audit, one /api/chat request ({len(BODY)} B body, 300 streamed chunks), "
         f"{count} rounds (µs per request)"
     )
-    print(f"{'audit.content':<14} {'median':>8} {'min':>8} {'max':>8}")
+    print(f"{'audit.content':<16} {'median':>8} {'min':>8} {'max':>8}")
     for name, values in results.items():
-        print(f"{name:<14} {statistics.median(values):8.2f} {min(values):8.2f} {max(values):8.2f}")
+        print(f"{name:<16} {statistics.median(values):8.2f} {min(values):8.2f} {max(values):8.2f}")
     print(f"\nStream meter, _Meter.add per chunk, {count} rounds (µs per chunk)")
     for name, values in meter.items():
         print(f"{name:<26} {statistics.median(values):8.3f} {min(values):8.3f} {max(values):8.3f}")

@@ -112,25 +112,26 @@ class _Clip:
         return value
 
 
-class _Said(msgspec.Struct):
+# Decoded only to be read once, holding no cycles: kept out of the cycle collector.
+class _Said(msgspec.Struct, gc=False):
     content: str | None = None
 
 
-class _OllamaText(msgspec.Struct):
+class _OllamaText(msgspec.Struct, gc=False):
     """The text of an Ollama answer or stream line (chat: message, generate: response)."""
 
     message: _Said | None = None
     response: str | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     index: int = 0
     delta: _Said | None = None  # a chat stream's event
     message: _Said | None = None  # a whole chat answer
     text: str | None = None  # completions, streamed or whole
 
 
-class _OpenAIText(msgspec.Struct):
+class _OpenAIText(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
 
 
@@ -196,7 +197,7 @@ class Transcript:
         if not self._ctx.stream:
             lines = [data]  # a whole answer: one JSON document
         else:
-            lines = [line for line in data[:cut].split(b"\n") if line.strip()]
+            lines = [line for line in data[:cut].split(b"\n") if line and not line.isspace()]
             if self._ctx.dialect == "openai":
                 # SSE: the data lines carry the events; [DONE] carries no text.
                 lines = [

@@ -13,7 +13,7 @@ from corral.adapters.store.audit_search import AuditHit, search_everything
 from corral.adapters.store.db import MAX_PAGE
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
-from corral.core.errors import BadRequest
+from corral.core.errors import Unavailable
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -190,7 +190,7 @@ def router(gw: Gateway) -> APIRouter:
         first, matching every filter given. Each item's `kind` says which it is. A
         search that can return requests is itself recorded as an `audit.search` event."""
         if gw.store is None:
-            raise BadRequest("the store is not open")
+            raise Unavailable("the store is not open", retry_after=1.0)
         resolved = gw.fleet.models.resolve(model) if model is not None else None
         page = await search_everything(
             gw.store,
