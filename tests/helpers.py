@@ -52,20 +52,22 @@ async def run_gateway(
     *,
     store: Store | None = None,
     environ: dict[str, str] | None = None,
+    bind_port: int = 0,
     **overrides: Any,
 ) -> AsyncIterator[RunningGateway]:
     """A gateway over real sockets, configured like ``corral serve --backend ...``.
 
     Each gets a data directory of its own (never the real home's), unless the test
     names one; ``store`` hands in an open store (a PostgreSQL schema of the test's),
-    ``environ`` is what it reads CORRAL_ADMIN_KEY from.
+    ``environ`` is what it reads CORRAL_ADMIN_KEY from; ``bind_port`` a port chosen
+    in advance (0 = any free one).
     """
     made = None
     if "data_dir" not in overrides:
         made = tempfile.mkdtemp(prefix="corral-test-")
         overrides["data_dir"] = made
     try:
-        async with _serve(backends, store, environ or {}, overrides) as running:
+        async with _serve(backends, store, environ or {}, overrides, bind_port) as running:
             yield running
     finally:
         if made is not None:
@@ -78,6 +80,7 @@ async def _serve(
     store: Store | None,
     environ: dict[str, str],
     overrides: dict[str, Any],
+    bind_port: int = 0,
 ) -> AsyncIterator[RunningGateway]:
     settings = load_settings(
         None,
@@ -88,7 +91,7 @@ async def _serve(
     app = create_app(settings, gateway=Gateway(settings, store=store, environ=environ))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", bind_port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, loop="none", http="httptools", lifespan="on", access_log=False, log_level="warning"

@@ -599,6 +599,17 @@ def test_reserved_corral_env_vars_are_not_settings() -> None:
     load_settings(environ={"CORRAL_ADMIN_KEY": "secret", "CORRAL_CONFIG": ""})
 
 
+def test_the_remote_clis_env_vars_do_not_stop_the_gateway() -> None:
+    # An operator's shell on the gateway host may carry them for `corral status` & co.
+    load_settings(
+        environ={
+            "CORRAL_URL": "http://gw:8088",
+            "CORRAL_API_KEY": "crl_x",
+            "CORRAL_CLI_CONFIG": "/etc/corral-cli.toml",
+        }
+    )
+
+
 def test_unrelated_env_vars_are_ignored() -> None:
     load_settings(environ={"HOME": "/root", "PORTAGE": "x", "OLLAMA_HOST": "0.0.0.0"})
 

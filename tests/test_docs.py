@@ -22,6 +22,10 @@ def cli_options() -> list[tuple[str, str]]:
         cli._register_db()
     if "users" not in groups:
         cli._register_admin()
+    if "chat" not in {c.name for c in cli.app.registered_commands}:
+        cli._register_ctl()
+    if "agent" not in {c.name for c in cli.app.registered_commands}:
+        cli._register_agent()
     group = typer.main.get_command(cli.app)
     found: list[tuple[str, str]] = []
     # Typer bundles its own click, so look at the objects' shape, not their classes.
@@ -38,7 +42,7 @@ def cli_options() -> list[tuple[str, str]]:
 
 def test_the_cli_has_serve_and_sim() -> None:
     names = {name for name, _ in cli_options()}
-    assert {"serve", "sim", "version", "bench", "bench fleet"} <= names
+    assert {"serve", "sim", "version", "bench", "bench fleet", "agent"} <= names
 
 
 def test_every_cli_command_and_option_is_documented() -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,8 @@ class Fleet:
         probe_timeout: float,
         models_refresh: float = 30.0,
         models: ModelMap | None = None,
-        transport_factory: Callable[[str], Transport] | None = None,
+        transport_factory: Callable[[str, Mapping[str, str]], Transport] | None = None,
+        retire_after: float = 3600.0,
     ) -> None:
         self.breakers = breakers
         self.scheduler = Scheduler(
@@ -75,8 +76,14 @@ class Fleet:
         self._models_read_at: dict[str, float] = {}
         self._no_metrics: set[str] = set()
         self._make_transport = transport_factory or (
-            lambda url: HttpTransport(url, connect_timeout=connect_timeout)
+            lambda url, headers: HttpTransport(
+                url, connect_timeout=connect_timeout, headers=headers
+            )
         )
+        # Transports replaced by `retarget`, closed once the requests they may still
+        # carry are long over (``retire_after``: the longest a request may last).
+        self._retired: list[tuple[float, Transport]] = []
+        self._retire_after = retire_after
         self._loop_task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._last_refresh = -1e9
@@ -97,7 +104,9 @@ class Fleet:
         max_concurrency: int = 4,
         weight: float = 1.0,
         enabled: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> BackendState:
+        """A new backend (``headers`` go with every request sent to it)."""
         state = BackendState(
             name=name,
             url=url.rstrip("/"),
@@ -107,9 +116,22 @@ class Fleet:
             enabled=enabled,
         )
         self.scheduler.add_backend(state)
-        self.transports[name] = self._make_transport(state.url)
+        self.transports[name] = self._make_transport(state.url, headers or {})
         self.tag_entries[name] = {}
         return state
+
+    def retarget(self, name: str, url: str, headers: Mapping[str, str] | None = None) -> None:
+        """Send ``name``'s future requests to a new URL (a node's address changed).
+
+        Requests already under way finish on the old connections; the old transport
+        is closed ``retire_after`` seconds later.
+        """
+        state = self.backends[name]
+        old = self.transports[name]
+        state.url = url.rstrip("/")
+        self.transports[name] = self._make_transport(state.url, headers or {})
+        self._retired.append((asyncio.get_running_loop().time(), old))
+        self.probe_soon()
 
     async def remove(self, name: str) -> None:
         self.scheduler.remove_backend(name)
@@ -150,6 +172,9 @@ class Fleet:
                     await task
         for transport in self.transports.values():
             await transport.close()
+        retired, self._retired = self._retired, []
+        for _, transport in retired:
+            await transport.close()
 
     async def _probe_loop(self) -> None:
         while True:
@@ -158,6 +183,15 @@ class Fleet:
                     await self._wake_prober.wait()
             self._wake_prober.clear()
             await self.probe_all(models=False)
+            if self._retired:
+                await self._close_retired()
+
+    async def _close_retired(self) -> None:
+        cutoff = asyncio.get_running_loop().time() - self._retire_after
+        done = [t for at, t in self._retired if at <= cutoff]
+        self._retired = [(at, t) for at, t in self._retired if at > cutoff]
+        for transport in done:
+            await transport.close()
 
     def probe_soon(self) -> None:
         """Ask for a probe round now (e.g. after a connect error)."""
@@ -177,8 +211,8 @@ class Fleet:
         """
         state = self.backends.get(name)
         transport = self.transports.get(name)
-        if state is None or transport is None:
-            return
+        if state is None or transport is None or state.offline:
+            return  # an offline node is probed again when its agent is heard
         now = asyncio.get_running_loop().time()
         stale = now - self._models_read_at.get(name, -1e9) >= self._models_refresh
         read_models = models or stale or not state.healthy

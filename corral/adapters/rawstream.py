@@ -162,12 +162,23 @@ class RawResponse:
 class RawPool:
     """Keep-alive connections to one plain-http backend."""
 
-    def __init__(self, base_url: str, *, connect_timeout: float, keepalive: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        keepalive: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         url = urlsplit(base_url)
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or 80
         self._prefix = url.path.rstrip("/").encode("latin-1")
         self._host_header = url.netloc.encode("latin-1")
+        # Headers every request to this backend carries, encoded once.
+        self._extra = b"".join(
+            f"{k}: {v}\r\n".encode("latin-1") for k, v in (headers or {}).items()
+        )
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
         self._idle: list[_Conn] = []
@@ -193,7 +204,8 @@ class RawPool:
         connection died first."""
         head = [
             b"%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
-            % (method.encode(), self._prefix, path.encode(), self._host_header, len(body))
+            % (method.encode(), self._prefix, path.encode(), self._host_header, len(body)),
+            self._extra,
         ]
         head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items()]
         head.append(b"\r\n")

@@ -95,14 +95,25 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """Pooled keep-alive HTTP to one backend base URL."""
+    """Pooled keep-alive HTTP to one backend base URL.
 
-    def __init__(self, base_url: str, *, connect_timeout: float) -> None:
+    ``headers`` go with every request to this backend (the fleet token a node agent's
+    relay asks for), set once here so no request path has to know about them.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._connect_timeout = connect_timeout
+        self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._raw = (
-            RawPool(self.base_url, connect_timeout=connect_timeout)
+            RawPool(self.base_url, connect_timeout=connect_timeout, headers=self._headers)
             if self.base_url.startswith("http://")
             else None
         )
@@ -117,6 +128,7 @@ class HttpTransport:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                headers=self._headers,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 timeout=aiohttp.ClientTimeout(

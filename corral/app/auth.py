@@ -85,14 +85,19 @@ class Auth:
         self.enabled = settings.auth.required(settings.host)
         self.keys: KeyCache | None = None
         self.store: Store | None = None
+        self._secret: bytes | None = None
         self._reloader: asyncio.Task[None] | None = None
         self.limits = Limiter()  # rate limits and budgets: reloaded with the keys
+        # One reload at a time: two overlapping ones could finish out of order and leave
+        # the older snapshot in place (a key revoked by the API working again).
+        self._reloading = asyncio.Lock()
 
     async def start(self, store: Store, environ: Mapping[str, str] | None = None) -> None:
         env_key = admin_key_from(os.environ if environ is None else environ)
         secret_file = self.settings.secret_file or Path(self.settings.data_dir) / "secret.key"
         secret = await asyncio.to_thread(load_or_create_secret, secret_file)
         self.store = store
+        self._secret = secret
         self.keys = KeyCache(secret, env_key=env_key)
         await self.reload()
         if self.enabled:
@@ -104,6 +109,13 @@ class Auth:
             self.settings.host,
             f"; {ADMIN_KEY_ENV} accepted" if env_key else "",
         )
+
+    @property
+    def server_secret(self) -> bytes:
+        """The secret keys are digested with (loaded at start)."""
+        if self._secret is None:
+            raise RuntimeError("the gateway has not started: no server secret yet")
+        return self._secret
 
     async def stop(self) -> None:
         if self._reloader is not None:
@@ -120,8 +132,9 @@ class Auth:
     async def reload(self) -> None:
         """Load every usable key and budget (call after each change the gateway makes)."""
         assert self.store is not None and self.keys is not None
-        self.keys.replace(await load_identities(self.store, datetime.now(UTC)))
-        await self.limits.reload(self.store)
+        async with self._reloading:
+            self.keys.replace(await load_identities(self.store, datetime.now(UTC)))
+            await self.limits.reload(self.store)
 
     async def _reload_every(self, interval: float) -> None:
         while True:

@@ -116,14 +116,31 @@ def _register_admin() -> None:
     app.add_typer(quota_app, name="quota")
 
 
+def _register_ctl() -> None:
+    from corral.app.ctl.trying import chat, generate
+
+    app.command("chat")(chat)
+    app.command("generate")(generate)
+
+
+def _register_agent() -> None:
+    from corral.agent.cli import agent
+
+    app.command("agent")(agent)
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Alembic announces its plugins at INFO on import: noise on every command's stderr.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # httpx announces every request at INFO: the remote commands print their own output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     _register_sim()
     _register_bench()
     _register_db()
     _register_admin()
+    _register_ctl()
+    _register_agent()
     app()

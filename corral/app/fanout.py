@@ -14,14 +14,18 @@ import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
-import aiohttp
 import msgspec
 
-from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest
 from corral.app.asgi import JSON, ClientGone, send_response
+from corral.app.backend_calls import (
+    BackendReply,
+    ProgressQueue,
+    call_backend,
+    error_text,
+    read_progress,
+)
 from corral.app.pipeline import RequestContext
 from corral.core.errors import BadRequest, CorralError, NotFound, Unavailable, UpstreamError
 from corral.core.types import BackendState
@@ -35,7 +39,6 @@ __all__ = [
     "spool_blob",
 ]
 
-_HEADERS = {"content-type": "application/json"}
 _STREAMING = {"/api/pull", "/api/push", "/api/create"}
 
 
@@ -79,43 +82,10 @@ async def parse_manage(ctx: RequestContext) -> None:
     ctx.parsed = data
 
 
-@dataclass
-class _Outcome:
-    backend: str
-    status: int = 0
-    body: bytes = b""
-    error: str | None = None
-    lines: list[dict[str, Any]] = field(default_factory=list)
-
-
 async def _call(
     ctx: RequestContext, b: BackendState, method: str, body: bytes | IO[bytes] | None
-) -> _Outcome:
-    out = _Outcome(b.name)
-    transport = ctx.gw.fleet.transports[b.name]
-    try:
-        resp = await transport.send(UpstreamRequest(method, ctx.scope["path"], body, _HEADERS))
-    except UpstreamConnectError as exc:
-        out.error = f"unreachable: {exc}"
-        return out
-    try:
-        out.status = resp.status
-        out.body = await resp.read()
-    except aiohttp.ClientError as exc:
-        out.error = f"failed: {exc}"
-    finally:
-        resp.close()
-    if out.error is None and out.status >= 400:
-        out.error = _error_text(out.body) or f"HTTP {out.status}"
-    return out
-
-
-def _error_text(body: bytes) -> str | None:
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return body.decode("utf-8", "replace").strip()[:200] or None
-    return data.get("error") if isinstance(data, dict) else None
+) -> BackendReply:
+    return await call_backend(ctx.gw.fleet, b, method, ctx.scope["path"], body)
 
 
 def _names_header(states: list[BackendState]) -> list[tuple[bytes, bytes]]:
@@ -141,7 +111,7 @@ async def fan_out(ctx: RequestContext) -> None:
         status = failed[0].status if failed[0].status >= 400 else 502
         raise UpstreamError(f"{ctx.endpoint} failed on {detail}", status=status)
     if not ok:
-        raise NotFound(_error_text(missing[0].body) or f'model "{ctx.model}" not found')
+        raise NotFound(error_text(missing[0].body) or f'model "{ctx.model}" not found')
     ctx.status = 200
     ctx.finished = True
     await send_response(ctx.send, 200, b"", headers=headers)
@@ -150,8 +120,14 @@ async def fan_out(ctx: RequestContext) -> None:
 async def merged_progress(ctx: RequestContext) -> None:
     """pull, push and create: one merged progress stream, or one final answer."""
     chosen = targets(ctx)
-    queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]] = asyncio.Queue()
-    tasks = [asyncio.create_task(_progress(ctx, b, queue)) for b in chosen]
+    queue: ProgressQueue = asyncio.Queue()
+    idle = ctx.gw.settings.timeouts.stream_idle_s
+    tasks = [
+        asyncio.create_task(
+            read_progress(ctx.gw.fleet, b, ctx.endpoint, ctx.parsed, queue, idle_timeout=idle)
+        )
+        for b in chosen
+    ]
     headers = _headers(ctx, chosen)
     try:
         lines = _merge(queue, [b.name for b in chosen])
@@ -187,64 +163,7 @@ async def merged_progress(ctx: RequestContext) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _progress(
-    ctx: RequestContext,
-    b: BackendState,
-    queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]],
-) -> None:
-    """Read one backend's progress lines into the shared queue; end with (name, None, err)."""
-    transport = ctx.gw.fleet.transports[b.name]
-    data = dict(ctx.parsed)
-    data["stream"] = True  # always ask for progress; the merge decides what the client sees
-    error: str | None = None
-    try:
-        resp = await transport.send(
-            UpstreamRequest("POST", ctx.endpoint, msgspec.json.encode(data), _HEADERS)
-        )
-    except UpstreamConnectError as exc:
-        await queue.put((b.name, None, f"unreachable: {exc}"))
-        return
-    try:
-        if resp.status != 200:
-            error = _error_text(await resp.read()) or f"HTTP {resp.status}"
-        else:
-            buf = b""
-            async for chunk in resp.chunks():
-                buf += chunk
-                *complete, buf = buf.split(b"\n")
-                for raw in complete:
-                    if raw.strip():
-                        error = await _put_line(b.name, raw, queue) or error
-            if buf.strip():
-                error = await _put_line(b.name, buf, queue) or error
-    except aiohttp.ClientError as exc:
-        error = f"failed mid-stream: {exc}"
-    finally:
-        resp.close()
-    # Re-read its model list before reporting the end, so the client's next call
-    # (list, generate) already sees what this one changed.
-    await ctx.gw.fleet.probe(b.name)
-    await queue.put((b.name, None, error))
-
-
-async def _put_line(
-    name: str, raw: bytes, queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]]
-) -> str | None:
-    try:
-        line = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return "sent malformed progress"
-    if not isinstance(line, dict):
-        return "sent malformed progress"
-    if "error" in line:
-        return str(line["error"])
-    await queue.put((name, line, None))
-    return None
-
-
-async def _merge(
-    queue: asyncio.Queue[tuple[str, dict[str, Any] | None, str | None]], names: list[str]
-) -> AsyncIterator[bytes]:
+async def _merge(queue: ProgressQueue, names: list[str]) -> AsyncIterator[bytes]:
     pending = set(names)
     failures: dict[str, str] = {}
     succeeded: set[str] = set()
@@ -347,6 +266,6 @@ async def blob_upload(ctx: RequestContext) -> None:
     await send_response(ctx.send, 201, b"", JSON, headers=_headers(ctx, chosen))
 
 
-async def _upload(ctx: RequestContext, b: BackendState, path: str) -> _Outcome:
+async def _upload(ctx: RequestContext, b: BackendState, path: str) -> BackendReply:
     with open(path, "rb") as fh:  # noqa: ASYNC230 - a local temp file, read in pieces
         return await _call(ctx, b, "POST", fh)

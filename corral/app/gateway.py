@@ -16,6 +16,7 @@ from corral.adapters.store.request_audit import ContentLine
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
 from corral.app.content_audit import ContentAudit, Retention
+from corral.app.nodes import NodeRegistry
 from corral.config import Settings
 from corral.config.models import BackendConfig
 from corral.core.breakers import BreakerBoard, BreakerConfig
@@ -95,6 +96,7 @@ class Gateway:
             models=ModelMap(
                 (m.to_logical() for m in settings.models), list_unmapped=settings.list_unmapped
             ),
+            retire_after=settings.timeouts.request_s,
         )
         for b in settings.backends:
             self.add_backend(b)
@@ -125,12 +127,21 @@ class Gateway:
         self.telemetry: dict[str, dict[str, Any]] = {}
         # Fetches http(s) image URLs for backends that only take image bytes (Ollama).
         self.images = ImageFetcher(settings.images)
+        # Nodes that joined through `corral agent` heartbeats (corral/app/nodes.py).
+        self.nodes = NodeRegistry(self)
 
-    def add_backend(self, b: BackendConfig, *, origin: str = "config") -> BackendState:
+    def add_backend(
+        self,
+        b: BackendConfig,
+        *,
+        origin: str = "config",
+        headers: Mapping[str, str] | None = None,
+    ) -> BackendState:
         """Put a backend into the fleet (not probed yet: `add_and_probe` does both).
 
         The one way a backend joins, whatever brought it: the settings, the admin API,
         a node agent or a spawned worker (``origin``). A taken name is `Conflict`.
+        ``headers`` go with every request to it (a node relay's fleet token).
         """
         if b.name in self.fleet.backends:
             raise Conflict(f"backend {b.name!r} already exists", param="name")
@@ -141,6 +152,7 @@ class Gateway:
             max_concurrency=b.max_concurrency,
             weight=b.weight,
             enabled=b.enabled,
+            headers=headers,
         )
         state.max_per_model = b.max_per_model
         state.vram_bytes = int(b.vram_gb * 1024**3) if b.vram_gb is not None else None
@@ -148,9 +160,11 @@ class Gateway:
         state.origin = origin
         return state
 
-    async def add_and_probe(self, b: BackendConfig, *, origin: str) -> BackendState:
+    async def add_and_probe(
+        self, b: BackendConfig, *, origin: str, headers: Mapping[str, str] | None = None
+    ) -> BackendState:
         """`add_backend`, then one probe so its health and models are known at once."""
-        state = self.add_backend(b, origin=origin)
+        state = self.add_backend(b, origin=origin, headers=headers)
         await self.fleet.probe(b.name)
         return state
 
@@ -161,6 +175,7 @@ class Gateway:
         if state is None:
             raise NotFound(f"no backend named {name!r}", param="name")
         await self.fleet.remove(name)
+        self.telemetry.pop(name, None)
         return state
 
     def record(self, record: UsageRecord, content: ContentLine | None = None) -> None:
@@ -173,6 +188,7 @@ class Gateway:
             listener(record)
 
     async def start(self) -> None:
+        self.nodes.load_token()  # before anything opens: a bad token file stops the start
         if self.store is None:
             self.store = await Store.open(database_url(self.settings))
         try:
@@ -204,11 +220,13 @@ class Gateway:
             await self._close_store()
             raise
         await self.fleet.start()
+        await self.nodes.start()
         up = [b.name for b in self.fleet.backends.values() if b.healthy]
         down = [b.name for b in self.fleet.backends.values() if not b.healthy]
         log.info("backends up: %s; down: %s", ", ".join(up) or "none", ", ".join(down) or "none")
 
     async def stop(self) -> None:
+        await self.nodes.stop()
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from corral.app.auth import AuthStartError, admin_key_from
 from corral.app.listener import Server
+from corral.app.nodes import FleetTokenError, load_fleet_token
 from corral.config import ConfigError, Settings, load_settings
 from corral.core.policies import POLICIES
 
@@ -28,7 +29,8 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
         return 2
     try:
         admin_key_from(os.environ)
-    except AuthStartError as exc:
+        load_fleet_token(settings.fleet)
+    except (AuthStartError, FleetTokenError) as exc:
         err.print(f"[bold red]corral: {exc}[/]", highlight=False)
         return 2
     logging.getLogger().setLevel(settings.log_level.upper())
@@ -96,6 +98,9 @@ def _banner(err: Console, settings: Settings, demo: bool) -> None:
             f"  auth: OFF (auth.mode {settings.auth.mode}, host {settings.host})",
             highlight=False,
         )
+    fleet = settings.fleet
+    if fleet.token is not None or fleet.token_file is not None:
+        err.print("  node agents: join with the fleet token (corral agent)", highlight=False)
     err.print(
         f"  try: OLLAMA_HOST={where} ollama list",
         highlight=False,

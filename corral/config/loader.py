@@ -6,10 +6,10 @@ import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from corral.config.errors import ConfigError
@@ -117,9 +117,19 @@ def _describe(err: ErrorDetails, loc: KeyPath) -> str:
     text = err["msg"].removeprefix("Value error, ")
     if text[:2].istitle():
         text = text[0].lower() + text[1:]
+    if _is_secret(loc):
+        return text  # never echo a secret into logs and terminals
     if isinstance(value, str | int | float) and len(repr(value)) <= 80:
         text += f" (got {value!r})"
     return text
+
+
+def _is_secret(loc: KeyPath) -> bool:
+    if not loc or not isinstance(loc[-1], str):
+        return False
+    info = _model_at(loc[:-1]).model_fields.get(loc[-1])
+    annotation = info.annotation if info is not None else None
+    return annotation is not None and SecretStr in (annotation, *get_args(annotation))
 
 
 def _model_at(loc: KeyPath) -> type[BaseModel]:

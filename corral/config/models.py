@@ -23,6 +23,7 @@ from pydantic import (
 from corral.config.audit import AuditConfig
 from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
+from corral.config.fleet import FleetConfig
 from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfig
 from corral.config.usage import UsageConfig
 from corral.core.models import LogicalModel
@@ -459,6 +460,7 @@ class Settings(_Section):
     breakers: BreakersConfig = Field(default_factory=lambda: BreakersConfig())
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
+    fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
     audit: AuditConfig = Field(default_factory=lambda: AuditConfig())
 
     @model_validator(mode="after")

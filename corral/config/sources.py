@@ -39,8 +39,20 @@ KeyPath = tuple[str | int, ...]
 Shape = Literal["section", "list", "scalar"]
 
 ENV_PREFIX = "CORRAL_"
-RESERVED_ENV: frozenset[str] = frozenset({"CORRAL_CONFIG", "CORRAL_ADMIN_KEY"})
-"""CORRAL_* names that are not settings and so are not rejected as typos."""
+# CORRAL_GATEWAY_URL is `corral agent`'s: a host may run the agent and the gateway.
+RESERVED_ENV: frozenset[str] = frozenset(
+    {
+        "CORRAL_CONFIG",
+        "CORRAL_ADMIN_KEY",
+        "CORRAL_FLEET_TOKEN",
+        "CORRAL_GATEWAY_URL",
+        # The remote CLI's (corral/app/ctl/remote.py): set on a gateway host too.
+        "CORRAL_URL",
+        "CORRAL_API_KEY",
+        "CORRAL_CLI_CONFIG",
+    }
+)
+"""CORRAL_* names that are not settings' own names and so are not rejected as typos."""
 
 SEED_ALIASES: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType(
     {
@@ -51,6 +63,9 @@ SEED_ALIASES: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType(
         # The seed had one read timeout; it bounded both the wait and the silences.
         "READ_TIMEOUT_SEC": (("timeouts", "first_byte_s"), ("timeouts", "stream_idle_s")),
         "PORT": (("port",),),
+        # Not from a seed: the name `corral agent` reads its token from, so a host
+        # running both sets it once. CORRAL_FLEET__TOKEN still wins.
+        "CORRAL_FLEET_TOKEN": (("fleet", "token"),),
     }
 )
 """Env names from the seed design, accepted below CORRAL_* in precedence."""

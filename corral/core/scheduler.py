@@ -139,8 +139,8 @@ class Scheduler:
         Returns True when the backend was down: the caller then pumps the queue.
         """
         state = self.backends.get(name)
-        if state is None:
-            return False
+        if state is None or state.offline:
+            return False  # a silent node's engine stays out until its agent is heard
         state.last_check_at = state.last_ok_at = now
         state.consecutive_failures = 0
         state.last_error = None
@@ -164,6 +164,24 @@ class Scheduler:
         was_up = state.healthy
         state.healthy = False
         return was_up
+
+    def set_offline(self, name: str, why: str) -> bool:
+        """The node agent beside ``name`` went silent: take it out of routing until
+        `set_online`. Returns True when it was routable until now."""
+        state = self.backends.get(name)
+        if state is None or state.offline:
+            return False
+        state.offline = True
+        state.last_error = why
+        was_up = state.healthy
+        state.healthy = False
+        return was_up
+
+    def set_online(self, name: str) -> None:
+        """Its agent was heard again; the next successful probe makes it healthy."""
+        state = self.backends.get(name)
+        if state is not None:
+            state.offline = False
 
     def set_loaded(self, name: str, resident: dict[str, float]) -> None:
         """What the backend says is in memory now (Ollama /api/ps), with expiry times."""
@@ -248,6 +266,8 @@ class Scheduler:
         for b in holders:
             if b.name in exclude:
                 why = "already tried"
+            elif b.offline:
+                why = "offline"
             elif not b.healthy:
                 why = "down"
             elif not b.enabled:

@@ -76,6 +76,9 @@ class BackendState:
     # Where the backend came from: "config" (the settings), "registered" (the admin API,
     # kept in the store), "agent" (a node agent's heartbeat) or "worker" (spawned).
     origin: str = "config"
+    # A node whose agent went silent: out of routing, and no probe brings it back;
+    # only the agent's next heartbeat does (the engine may still answer, unwatched).
+    offline: bool = False
 
     @property
     def free_slots(self) -> int:

@@ -262,6 +262,9 @@ def sim(
     busy: bool = typer.Option(
         False, "--busy", help='Answer every inference request 503 "server busy".'
     ),
+    pull_error: float = typer.Option(
+        0.0, "--pull-error", help="Fraction of pulls that fail partway with an error line."
+    ),
     max_num_seqs: int = typer.Option(
         256, "--max-num-seqs", help="vLLM: sequences in the running batch; more wait."
     ),
@@ -291,6 +294,7 @@ def sim(
                 "drop_mid_stream": drop_mid_stream,
                 "malformed_json": malformed_json,
                 "busy": busy,
+                "pull_error": pull_error,
             }
         )
     except ValueError as exc:

@@ -1,8 +1,8 @@
 """Faults a simulated node can be told to show, and the seeded dice that pick victims.
 
-Rates are fractions of inference requests (0 = never, 1 = always); booleans apply to
-every request. Set at start (CLI flags, :class:`NodeSpec`) or while running through
-``POST /_sim/faults`` with a partial JSON object.
+Rates are fractions of inference requests (0 = never, 1 = always) — ``pull_error`` of
+pulls; booleans apply to every request. Set at start (CLI flags, :class:`NodeSpec`) or
+while running through ``POST /_sim/faults`` with a partial JSON object.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Faults:
     drop_mid_stream: float = 0.0  # the connection is cut after `after_chunks` chunks
     malformed_json: float = 0.0  # one chunk (or the whole body) is broken JSON
     busy: bool = False  # every inference request gets the 503 "server busy"
+    # A pull gives up after `after_chunks` progress lines, as a failed download does.
+    pull_error: float = 0.0
     after_chunks: int = 2  # where mid-stream faults strike
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,6 +35,8 @@ OLLAMA_VERSION = "0.12.6"
 _DIGEST_RE = re.compile(r"^sha256[:-][0-9a-f]{64}$")
 _PULL_BYTES_PER_S = 1e9  # registry download speed at time scale 1
 _STEPS = 4  # progress lines per layer
+# What Ollama streams when a download gives up (the pull_error fault).
+_PULL_FAILED = "max retries exceeded: unexpected EOF"
 
 
 def _details(spec: ModelSpec, parent: str = "") -> dict[str, Any]:
@@ -160,11 +162,17 @@ async def show(request: web.Request) -> web.Response:
 async def _progress(
     request: web.Request, rt: NodeRuntime, stream: bool, steps: AsyncIterator[dict[str, Any]]
 ) -> web.StreamResponse:
-    """Stream NDJSON progress, or with stream:false answer only the last status."""
+    """Stream NDJSON progress, or with stream:false answer only the last status.
+
+    A failure after progress began is an ``{"error": ...}`` line under HTTP 200, as
+    Ollama streams it; not streamed, it is a 500.
+    """
     if not stream:
         last: dict[str, Any] = {}
         async for item in steps:
             last = item
+        if "error" in last:
+            return error_response(500, str(last["error"]))
         return json_response(last)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
@@ -194,11 +202,18 @@ async def pull(request: web.Request) -> web.StreamResponse:
     rt, body, name = await _read(request, "PullRequest")
     stream = typed(body, "stream", bool, "PullRequest")
     spec = rt.spec(name) or rt.catalogue.get(name)
+    fails = rt.dice.roll(rt.faults.pull_error)
 
     async def steps() -> AsyncIterator[dict[str, Any]]:
         yield {"status": "pulling manifest"}
+        sent = 1
         async for item in _transfer(rt, spec, "pulling"):
+            if fails and sent >= rt.faults.after_chunks:
+                rt.counters.errors["pull_error"] += 1
+                yield {"error": _PULL_FAILED}
+                return
             yield item
+            sent += 1
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
         rt.add_model(spec)

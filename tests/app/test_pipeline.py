@@ -43,4 +43,5 @@ def test_every_endpoint_shows_its_stages() -> None:
         ("POST", "/v1/chat/completions"): openai,
         ("POST", "/v1/completions"): openai,
         ("POST", "/v1/embeddings"): openai,
+        ("POST", "/jobs"): inference,  # seed 003's job: an Ollama generate
     }

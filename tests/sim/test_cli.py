@@ -37,6 +37,7 @@ FLAGS = {
     "--drop-mid-stream",
     "--malformed-json",
     "--busy",
+    "--pull-error",
     "--max-num-seqs",
     "--max-num-batched-tokens",
     "--max-model-len",

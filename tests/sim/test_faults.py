@@ -237,3 +237,27 @@ async def test_load_queue_full_is_a_503_over_http(start: StartNode) -> None:
             await first
     assert second.status_code == 503 and second.json() == {"error": BUSY_MESSAGE}
     assert node.model.stats.busy == 1
+
+
+async def test_pull_error_gives_up_partway_and_adds_nothing(sim: SimNode) -> None:
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+        await set_faults(http, pull_error=1.0)
+        streamed = await http.post("/api/pull", json={"model": "phi3:mini"})
+        whole = await http.post("/api/pull", json={"model": "phi3:mini", "stream": False})
+        tags = (await http.get("/api/tags")).json()["models"]
+        st = await state(http)
+        await set_faults(http, pull_error=0.0)
+        healed = await http.post("/api/pull", json={"model": "phi3:mini", "stream": False})
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert streamed.status_code == 200
+    # after_chunks (2) lines of progress, then the error that ends the stream.
+    assert [set(line) for line in lines[:2]] == [
+        {"status"},
+        {"status", "digest", "total", "completed"},
+    ]
+    assert lines[2:] == [{"error": "max retries exceeded: unexpected EOF"}]
+    assert whole.status_code == 500
+    assert whole.json() == {"error": "max retries exceeded: unexpected EOF"}
+    assert "phi3:mini" not in [m["name"] for m in tags]
+    assert counters(st)["errors"] == {"pull_error": 2}
+    assert healed.json() == {"status": "success"}

@@ -120,7 +120,7 @@ async def test_journaled_audit_lines_survive_a_crash_and_are_replayed_once(
 
 async def test_search_filters_by_user_model_time_kind_action_and_text(store: Store) -> None:
     await audit.add_audit(
-        store, "root", "keys.create", "alice", after={"scopes": ["inference"]}, time=T0
+        store, "root", "key.create", "alice", after={"scopes": ["inference"]}, time=T0
     )
     rows = [
         (record(1), full('How do I "quote" 100% of_this?', "Use a backslash.")),
@@ -139,7 +139,7 @@ async def test_search_filters_by_user_model_time_kind_action_and_text(store: Sto
         ("request", "req-3"),
         ("request", "req-2"),
         ("request", "req-1"),
-        ("admin", "keys.create"),
+        ("admin", "key.create"),
     ]
 
     async def ids(**filters: object) -> list[str]:
@@ -149,11 +149,11 @@ async def test_search_filters_by_user_model_time_kind_action_and_text(store: Sto
         ]  # type: ignore[union-attr]
 
     assert await ids(user="bob") == ["req-2"]
-    assert await ids(user="root") == ["admin:keys.create"]
+    assert await ids(user="root") == ["admin:key.create"]
     assert await ids(model="llama3.2:1b") == ["req-3"]  # admin events have no model
-    assert await ids(kind="admin") == ["admin:keys.create"]
+    assert await ids(kind="admin") == ["admin:key.create"]
     assert await ids(action="/api/chat", kind="request") == ["req-3", "req-2", "req-1"]
-    assert await ids(action="keys.create") == ["admin:keys.create"]
+    assert await ids(action="key.create") == ["admin:key.create"]
     window = {"since": T0 + timedelta(minutes=2), "until": T0 + timedelta(minutes=3)}
     assert await ids(**window) == ["req-2"]
     # Literal, any case, in prompts, answers and admin events alike.
@@ -162,7 +162,7 @@ async def test_search_filters_by_user_model_time_kind_action_and_text(store: Sto
     assert await ids(text='"quote" 100%') == ["req-1"]
     assert await ids(text="of_this") == ["req-1"]
     assert await ids(text="100_") == []  # _ is itself, not any character
-    assert await ids(text="inference") == ["admin:keys.create"]
+    assert await ids(text="inference") == ["admin:key.create"]
     assert await ids(text="stream") == []  # parameters are not searched as text
 
 

@@ -2,7 +2,8 @@
 
 One schema on SQLite (the default, a file in the data directory) and PostgreSQL,
 migrated by Alembic. `Store` is the connection; the operations live in small
-modules (`users`, `keys`, `backends`, `ledger`, `quota`, `audit`), each operation
+modules (`users`, `keys`, `backends`, `ledger`, `quota`, `audit`, and `audited` for
+changes recorded with their audit event), each operation
 one transaction, taking and returning the plain values of `records`.
 """
 

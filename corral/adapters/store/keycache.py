@@ -51,6 +51,13 @@ def _models(allowed: list[str] | None) -> frozenset[str] | None:
     return frozenset(allowed) | frozenset(normalize_model(m) for m in allowed)
 
 
+def _scopes(scopes: list[str], role: str) -> frozenset[str]:
+    # The admin scope is the role's to give: a key made while its user was an admin
+    # loses it the moment they are not (a demotion takes effect on every key at once).
+    found = frozenset(scopes)
+    return found if role == "admin" else found - {"admin"}
+
+
 async def load_identities(store: Store, now: datetime) -> dict[str, Identity]:
     """Every key that is neither revoked nor expired, of users not disabled, by digest."""
     async with store.read() as session:
@@ -75,7 +82,7 @@ async def load_identities(store: Store, now: datetime) -> dict[str, Identity]:
                 user=user,
                 group=group,
                 role=role,
-                scopes=frozenset(key.scopes),
+                scopes=_scopes(key.scopes, role),
                 models=_models(key.allowed_models),
                 expires_at=None if key.expires_at is None else key.expires_at.timestamp(),
                 prefix=key.prefix,

@@ -25,30 +25,37 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from corral.adapters.store.db import Store, check_page
 from corral.adapters.store.records import ApiKey, NewKey, Page, User, check_name
 from corral.adapters.store.schema import SCOPES, ApiKeyRow, UserRow
-from corral.adapters.store.users import get_user, insert_user, user_row
+from corral.adapters.store.users import MAX_INT, get_user, insert_user, user_row
 from corral.core.errors import BadRequest, NotFound
 
 __all__ = [
     "ADMIN_KEY_ENV",
     "KEY_RE",
+    "PREFIX_RE",
     "active_keys",
     "create_key",
     "create_user_with_key",
     "find_key",
     "find_key_by_digest",
+    "find_key_by_prefix",
+    "insert_key",
     "key_digest",
+    "key_value",
     "list_all_keys",
     "list_keys",
     "load_or_create_secret",
     "new_key_text",
     "parse_key",
     "revoke_key",
+    "revoke_key_row",
+    "revoke_user_keys",
 ]
 
 # An admin key taken from the environment, for automation; the auth slice honours it
 # (docs/store.md says how). It is never written to the database.
 ADMIN_KEY_ENV = "CORRAL_ADMIN_KEY"
 KEY_RE = re.compile(r"crl_([a-z0-9]{8})_([A-Za-z0-9]{40})")
+PREFIX_RE = re.compile(r"[a-z0-9]{8}")
 MIN_SECRET = 32
 MAX_ALLOWED_MODELS = 1000
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -93,7 +100,7 @@ def load_or_create_secret(path: Path) -> bytes:
     return secret
 
 
-def _key(row: ApiKeyRow, user_name: str) -> ApiKey:
+def key_value(row: ApiKeyRow, user_name: str) -> ApiKey:
     return ApiKey(
         id=row.id,
         user_id=row.user_id,
@@ -133,8 +140,8 @@ def _check_models(models: Iterable[str] | None) -> list[str] | None:
 
 
 def _check_limit(value: int | None, what: str) -> int | None:
-    if value is not None and value < 0:
-        raise BadRequest(f"{what} must be 0 or more, not {value}", param=what)
+    if value is not None and not 0 <= value <= MAX_INT:
+        raise BadRequest(f"{what} must be 0 to {MAX_INT}, not {value}", param=what)
     return value
 
 
@@ -150,9 +157,17 @@ async def insert_key(
     rpm_limit: int | None = None,
     tpm_limit: int | None = None,
 ) -> NewKey:
-    """Add a key for ``user`` inside an open transaction."""
+    """Add a key for ``user`` inside an open transaction.
+
+    Only a user whose role is admin may hold a key with the admin scope.
+    """
     if name:
-        check_name(name, "key name")
+        check_name(name, "name")
+    wanted = _check_scopes(scopes)
+    if "admin" in wanted and user.role != "admin":
+        raise BadRequest(
+            f"the admin scope needs an admin; {user.name!r} is a {user.role}", param="scopes"
+        )
     if expires_at is not None and expires_at.tzinfo is None:
         raise BadRequest("expires_at must carry a timezone", param="expires_at")
     prefix, plaintext = new_key_text()
@@ -161,7 +176,7 @@ async def insert_key(
         prefix=prefix,
         digest=key_digest(server_secret, plaintext),
         name=name,
-        scopes=_check_scopes(scopes),
+        scopes=wanted,
         allowed_models=_check_models(allowed_models),
         expires_at=expires_at,
         rpm_limit=_check_limit(rpm_limit, "rpm_limit"),
@@ -170,7 +185,7 @@ async def insert_key(
     )
     session.add(row)
     await session.flush()
-    return NewKey(_key(row, user.name), plaintext)
+    return NewKey(key_value(row, user.name), plaintext)
 
 
 async def create_key(
@@ -216,7 +231,19 @@ async def find_key_by_digest(store: Store, digest: str) -> ApiKey | None:
                 .where(ApiKeyRow.digest == digest)
             )
         ).first()
-    return None if found is None else _key(found[0], found[1])
+    return None if found is None else key_value(found[0], found[1])
+
+
+async def find_key_by_prefix(store: Store, prefix: str) -> ApiKey | None:
+    async with store.read() as session:
+        found = (
+            await session.execute(
+                select(ApiKeyRow, UserRow.name)
+                .join(UserRow, ApiKeyRow.user_id == UserRow.id)
+                .where(ApiKeyRow.prefix == prefix)
+            )
+        ).first()
+    return None if found is None else key_value(found[0], found[1])
 
 
 async def find_key(store: Store, server_secret: bytes, text: str) -> ApiKey | None:
@@ -232,23 +259,28 @@ async def list_keys(store: Store, user_name: str) -> list[ApiKey]:
         rows = await session.scalars(
             select(ApiKeyRow).where(ApiKeyRow.user_id == user.id).order_by(ApiKeyRow.id)
         )
-        return [_key(row, user.name) for row in rows]
+        return [key_value(row, user.name) for row in rows]
 
 
-async def list_all_keys(store: Store, *, limit: int = 100, offset: int = 0) -> Page[ApiKey]:
-    """Everyone's keys, one page at a time, by owner then age."""
+async def list_all_keys(
+    store: Store, *, user: str | None = None, limit: int = 100, offset: int = 0
+) -> Page[ApiKey]:
+    """Everyone's keys (or, with ``user``, theirs), one page at a time, by owner then age."""
     check_page(limit, offset)
+    query = select(ApiKeyRow, UserRow.name).join(UserRow, ApiKeyRow.user_id == UserRow.id)
     async with store.read() as session:
+        if user is not None:
+            try:
+                owner = await user_row(session, user)
+            except NotFound as exc:
+                raise NotFound(exc.message, param="user") from exc
+            query = query.where(ApiKeyRow.user_id == owner.id)
         rows = (
             await session.execute(
-                select(ApiKeyRow, UserRow.name)
-                .join(UserRow, ApiKeyRow.user_id == UserRow.id)
-                .order_by(UserRow.name, ApiKeyRow.id)
-                .limit(limit + 1)
-                .offset(offset)
+                query.order_by(UserRow.name, ApiKeyRow.id).limit(limit + 1).offset(offset)
             )
         ).all()
-    found = [_key(row, name) for row, name in rows]
+    found = [key_value(row, name) for row, name in rows]
     return Page(found[:limit], limit, offset, more=len(found) > limit)
 
 
@@ -260,8 +292,34 @@ async def active_keys(store: Store, now: datetime) -> dict[str, ApiKey]:
             .join(UserRow, ApiKeyRow.user_id == UserRow.id)
             .where(ApiKeyRow.revoked.is_(False), UserRow.disabled.is_(False))
         )
-        keys = {row.digest: _key(row, name) for row, name in found}
+        keys = {row.digest: key_value(row, name) for row, name in found}
     return {digest: key for digest, key in keys.items() if key.usable(now)}
+
+
+async def revoke_key_row(
+    session: AsyncSession, prefix: str, *, owner: str | None = None
+) -> tuple[ApiKey, ApiKey]:
+    """Revoke the key with ``prefix`` inside an open transaction: (before, after).
+
+    With ``owner``, only a key of theirs is found: anyone else's is NotFound, the same
+    answer as for no key at all, so a caller learns nothing of others' prefixes.
+    """
+    found = (
+        await session.execute(
+            select(ApiKeyRow, UserRow.name)
+            .join(UserRow, ApiKeyRow.user_id == UserRow.id)
+            .where(ApiKeyRow.prefix == prefix)
+        )
+    ).first()
+    if found is None or (owner is not None and found[1] != owner):
+        raise NotFound(f"no key {prefix!r}", param="prefix")
+    row, user_name = found
+    before = key_value(row, user_name)
+    if not row.revoked:
+        row.revoked = True
+        row.revoked_at = datetime.now(UTC)
+        await session.flush()
+    return before, key_value(row, user_name)
 
 
 async def revoke_key(store: Store, prefix: str, *, owner: str | None = None) -> ApiKey:
@@ -270,18 +328,20 @@ async def revoke_key(store: Store, prefix: str, *, owner: str | None = None) -> 
     Revoking a revoked key changes nothing and is not an error.
     """
     async with store.write() as session:
-        found = (
-            await session.execute(
-                select(ApiKeyRow, UserRow.name)
-                .join(UserRow, ApiKeyRow.user_id == UserRow.id)
-                .where(ApiKeyRow.prefix == prefix)
-            )
-        ).first()
-        if found is None or (owner is not None and found[1] != owner):
-            raise NotFound(f"no key {prefix!r}", param="prefix")
-        row, user_name = found
-        if not row.revoked:
-            row.revoked = True
-            row.revoked_at = datetime.now(UTC)
-            await session.flush()
-        return _key(row, user_name)
+        return (await revoke_key_row(session, prefix, owner=owner))[1]
+
+
+async def revoke_user_keys(session: AsyncSession, user: UserRow) -> list[str]:
+    """Revoke every live key of ``user`` inside an open transaction; their prefixes."""
+    rows = list(
+        await session.scalars(
+            select(ApiKeyRow)
+            .where(ApiKeyRow.user_id == user.id, ApiKeyRow.revoked.is_(False))
+            .order_by(ApiKeyRow.id)
+        )
+    )
+    now = datetime.now(UTC)
+    for row in rows:
+        row.revoked, row.revoked_at = True, now
+    await session.flush()
+    return [row.prefix for row in rows]

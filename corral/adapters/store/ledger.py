@@ -16,12 +16,12 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from corral.adapters.store.db import Store, check_page
-from corral.adapters.store.records import UsageEntry, UsageTotal
+from corral.adapters.store.records import Page, UsageEntry, UsageTotal
 from corral.adapters.store.request_audit import RequestAuditEntry, insert_request_audit
 from corral.adapters.store.schema import UsageRow, UserRow
 from corral.core.errors import BadRequest
 
-__all__ = ["GroupBy", "query_usage", "record_usage_batch", "tokens_used"]
+__all__ = ["GroupBy", "query_usage", "record_usage_batch", "tokens_used", "usage_totals"]
 
 GroupBy = Literal["user", "model", "day"]
 _TEXT_LIMITS = {"request_id": 64, "key_prefix": 16, "tenant": 128, "model": 256, "backend": 128}
@@ -103,20 +103,22 @@ def _filters(
     return where
 
 
-async def query_usage(
+async def usage_totals(
     store: Store,
     *,
     group_by: GroupBy = "model",
     user: str | None = None,
+    model: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> list[UsageTotal]:
-    """Requests and tokens in ``[since, until)``, per user name, model or UTC day.
+) -> Page[UsageTotal]:
+    """Requests and tokens in ``[since, until)``, per user name, model or UTC day, a page
+    at a time (ordered by the group's key).
 
-    With ``user``, only that user's rows. Rows of deleted or anonymous users group
-    under a None key.
+    With ``user`` or ``model``, only those rows. Rows of deleted or anonymous users
+    group under a None key.
     """
     check_page(limit, offset)
     _check_range(since, until)
@@ -134,7 +136,10 @@ async def query_usage(
         if user is not None:
             user_id = await session.scalar(select(UserRow.id).where(UserRow.name == user))
             if user_id is None:
-                return []
+                return Page([], limit, offset, more=False)
+        where = _filters(user_id, since, until)
+        if model is not None:
+            where.append(UsageRow.model == model)
         query = (
             select(
                 key.label("key"),
@@ -144,16 +149,42 @@ async def query_usage(
             )
             .select_from(UsageRow)
             .outerjoin(UserRow, UsageRow.user_id == UserRow.id)
-            .where(*_filters(user_id, since, until))
+            .where(*where)
             .group_by(key)
             .order_by(key)
-            .limit(limit)
+            .limit(limit + 1)
             .offset(offset)
         )
         rows = (await session.execute(query)).all()
-    return [
+    found = [
         UsageTotal(None if k is None else str(k), int(n), int(p), int(c)) for k, n, p, c in rows
     ]
+    return Page(found[:limit], limit, offset, more=len(found) > limit)
+
+
+async def query_usage(
+    store: Store,
+    *,
+    group_by: GroupBy = "model",
+    user: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[UsageTotal]:
+    """`usage_totals` without the page around it."""
+    page = await usage_totals(
+        store,
+        group_by=group_by,
+        user=user,
+        model=model,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
+    return page.items
 
 
 async def tokens_used(

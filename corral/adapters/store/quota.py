@@ -26,12 +26,14 @@ from corral.adapters.store.schema import (
     QuotaRequestRow,
     UserRow,
 )
-from corral.adapters.store.users import user_row
+from corral.adapters.store.users import MAX_TOKENS, user_row
 from corral.core.errors import BadRequest, Conflict, NotFound
 from corral.core.limits import period_bounds
 
 __all__ = [
+    "MAX_TOKENS",
     "UserBudget",
+    "budget_of",
     "charge_period",
     "clear_user_budget",
     "decide_quota_request",
@@ -42,6 +44,7 @@ __all__ = [
     "period_bounds",
     "period_used",
     "set_group_budget",
+    "set_override",
     "set_user_budget",
 ]
 
@@ -49,8 +52,10 @@ MAX_REASON = 4000
 
 
 def _check_tokens(tokens: int | None) -> None:
-    if tokens is not None and tokens < 0:
-        raise BadRequest(f"token budget must be 0 or more, not {tokens}", param="token_budget")
+    if tokens is not None and not 0 <= tokens <= MAX_TOKENS:
+        raise BadRequest(
+            f"token budget must be 0 to {MAX_TOKENS}, not {tokens}", param="token_budget"
+        )
 
 
 async def set_group_budget(
@@ -66,7 +71,9 @@ async def set_group_budget(
         row.token_budget, row.budget_period = tokens, period
 
 
-async def _set_override(session: AsyncSession, user_id: int, tokens: int | None, note: str) -> None:
+async def set_override(session: AsyncSession, user_id: int, tokens: int | None, note: str) -> None:
+    """Give a user their own budget (None: unlimited) inside an open transaction."""
+    _check_tokens(tokens)
     row = await session.scalar(select(QuotaOverrideRow).where(QuotaOverrideRow.user_id == user_id))
     if row is None:
         session.add(QuotaOverrideRow(user_id=user_id, token_budget=tokens, note=note))
@@ -80,7 +87,7 @@ async def set_user_budget(store: Store, user: str, tokens: int | None, note: str
     _check_tokens(tokens)
     async with store.write() as session:
         row = await user_row(session, user)
-        await _set_override(session, row.id, tokens, note[:MAX_REASON])
+        await set_override(session, row.id, tokens, note[:MAX_REASON])
 
 
 async def clear_user_budget(store: Store, user: str) -> None:
@@ -94,7 +101,8 @@ async def clear_user_budget(store: Store, user: str) -> None:
             await session.delete(override)
 
 
-async def _budget(session: AsyncSession, user: UserRow) -> Budget:
+async def budget_of(session: AsyncSession, user: UserRow) -> Budget:
+    """A user's effective budget inside a transaction."""
     group = None
     if user.group_id is not None:
         group = await session.get(GroupRow, user.group_id)
@@ -111,7 +119,7 @@ async def _budget(session: AsyncSession, user: UserRow) -> Budget:
 
 async def effective_budget(store: Store, user: str) -> Budget:
     async with store.read() as session:
-        return await _budget(session, await user_row(session, user))
+        return await budget_of(session, await user_row(session, user))
 
 
 async def charge_period(
@@ -219,11 +227,14 @@ def _request(row: QuotaRequestRow, user: str, decider: str | None) -> QuotaReque
 
 
 async def file_quota_request(
-    store: Store, user: str, amount: int, reason: str = ""
+    store: Store, user: str, amount: int, reason: str = "", *, actor: str | None = None
 ) -> QuotaRequest:
-    """A user asks for ``amount`` more tokens per period; it waits for an admin."""
-    if amount <= 0:
-        raise BadRequest(f"the amount must be more than 0, not {amount}", param="amount")
+    """A user asks for ``amount`` more tokens per period; it waits for an admin.
+
+    With ``actor``, an audit event (``quota_request.file``) commits with it.
+    """
+    if not 0 < amount <= MAX_TOKENS:
+        raise BadRequest(f"the amount must be 1 to {MAX_TOKENS}, not {amount}", param="amount")
     if len(reason) > MAX_REASON:
         raise BadRequest(f"the reason is over {MAX_REASON} characters", param="reason")
     async with store.write() as session:
@@ -231,6 +242,9 @@ async def file_quota_request(
         row = QuotaRequestRow(user_id=owner.id, amount=amount, reason=reason, status="pending")
         session.add(row)
         await session.flush()
+        if actor is not None:
+            after = {"id": row.id, "amount": amount, "reason": reason, "status": "pending"}
+            await insert_audit(session, actor, "quota_request.file", user, after=after)
     return _request(row, user, None)
 
 
@@ -262,15 +276,23 @@ async def list_quota_requests(
 
 
 async def decide_quota_request(
-    store: Store, request_id: int, *, approve: bool, decided_by: str
+    store: Store,
+    request_id: int,
+    *,
+    approve: bool,
+    decided_by: str,
+    decider_is_user: bool = True,
 ) -> QuotaRequest:
     """Approve (raising the user's own budget by the amount) or deny a pending request.
 
+    ``decided_by`` names a user (NotFound if there is none), or, with
+    ``decider_is_user=False``, an actor that is no user (``env``, ``local``): the
+    request then records no decider and the audit event names the actor.
     The decision, the budget change and the audit event commit together or not at all.
     """
     now = datetime.now(UTC)
     async with store.write() as session:
-        admin = await user_row(session, decided_by)
+        admin = await user_row(session, decided_by) if decider_is_user else None
         row = await session.get(QuotaRequestRow, request_id)
         if row is None:
             raise NotFound(f"no quota request {request_id}", param="id")
@@ -278,14 +300,13 @@ async def decide_quota_request(
             raise Conflict(f"quota request {request_id} is already {row.status}")
         owner = await session.get(UserRow, row.user_id)
         assert owner is not None  # the foreign key cascades deletes
-        before = await _budget(session, owner)
+        before = await budget_of(session, owner)
         if approve and before.tokens is not None:
-            await _set_override(
-                session, owner.id, before.tokens + row.amount, f"quota request {request_id}"
-            )
+            raised = min(before.tokens + row.amount, MAX_TOKENS)
+            await set_override(session, owner.id, raised, f"quota request {request_id}")
         row.status = "approved" if approve else "denied"
-        row.decided_by, row.decided_at = admin.id, now
-        after = await _budget(session, owner)
+        row.decided_by, row.decided_at = (None if admin is None else admin.id), now
+        after = await budget_of(session, owner)
         await insert_audit(
             session,
             decided_by,
@@ -296,4 +317,4 @@ async def decide_quota_request(
             time=now,
         )
         await session.flush()
-        return _request(row, owner.name, admin.name)
+        return _request(row, owner.name, None if admin is None else admin.name)

@@ -23,33 +23,46 @@ from corral.core.errors import BadRequest, Conflict, NotFound
 __all__ = [
     "DEFAULT_HASHER",
     "KEEP",
+    "MAX_INT",
+    "MAX_TOKENS",
+    "Keep",
+    "change_group",
+    "change_user",
     "count_users",
     "create_group",
     "create_user",
     "get_group",
     "get_user",
+    "group_row",
+    "group_value",
     "hash_password",
+    "insert_group",
     "insert_user",
     "list_groups",
     "list_users",
     "set_password",
+    "update_group",
     "update_user",
     "user_row",
+    "user_value",
     "verify_password",
 ]
 
 DEFAULT_HASHER = PasswordHasher()  # argon2id with RFC 9106's low-memory parameters
 MAX_PASSWORD = 1024
+# Budgets are 64-bit columns; nothing (an approval included) pushes one past what they hold.
+MAX_TOKENS = 2**63 - 1
+MAX_INT = 2**31 - 1  # the largest limit a 32-bit column holds (PostgreSQL's integer)
 
 
-class _Keep:
+class Keep:
     """The default of an `update_user` field that should stay as it is."""
 
 
-KEEP = _Keep()
+KEEP = Keep()
 
 
-def _group(row: GroupRow) -> Group:
+def group_value(row: GroupRow) -> Group:
     return Group(row.id, row.name, row.weight, row.token_budget, row.budget_period)
 
 
@@ -73,16 +86,45 @@ def _check_weight(weight: float) -> float:
 
 
 def _check_budget(tokens: int | None, period: str) -> None:
-    if tokens is not None and tokens < 0:
-        raise BadRequest(f"token budget must be 0 or more, not {tokens}", param="token_budget")
+    if tokens is not None and not 0 <= tokens <= MAX_TOKENS:
+        raise BadRequest(
+            f"token budget must be 0 to {MAX_TOKENS}, not {tokens}", param="token_budget"
+        )
     if period not in PERIODS:
         raise BadRequest(f"budget period must be one of {', '.join(PERIODS)}", param="period")
+
+
+def _check_concurrency(most: int | None) -> None:
+    if most is not None and not 0 <= most <= MAX_INT:
+        raise BadRequest(f"max_concurrent must be 0 to {MAX_INT}", param="max_concurrent")
 
 
 def _check_role(role: str) -> str:
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}, not {role!r}", param="role")
     return role
+
+
+async def insert_group(
+    session: AsyncSession,
+    name: str,
+    *,
+    weight: float = 1.0,
+    token_budget: int | None = None,
+    budget_period: str = "month",
+) -> GroupRow:
+    """Add a group inside an open transaction; a taken name is `Conflict`."""
+    check_name(name, "name")
+    _check_weight(weight)
+    _check_budget(token_budget, budget_period)
+    row = GroupRow(name=name, weight=weight, token_budget=token_budget, budget_period=budget_period)
+    session.add(row)
+    try:
+        async with session.begin_nested():  # the clash is reported, the transaction lives
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"group {name!r} already exists", param="name") from exc
+    return row
 
 
 async def create_group(
@@ -93,31 +135,64 @@ async def create_group(
     token_budget: int | None = None,
     budget_period: str = "month",
 ) -> Group:
-    check_name(name, "group")
-    _check_weight(weight)
-    _check_budget(token_budget, budget_period)
-    row = GroupRow(name=name, weight=weight, token_budget=token_budget, budget_period=budget_period)
-    try:
-        async with store.write() as session:
-            session.add(row)
-            await session.flush()
-    except Conflict as exc:
-        raise Conflict(f"group {name!r} already exists", param="name") from exc
-    return _group(row)
+    async with store.write() as session:
+        row = await insert_group(
+            session, name, weight=weight, token_budget=token_budget, budget_period=budget_period
+        )
+    return group_value(row)
+
+
+async def group_row(session: AsyncSession, name: str) -> GroupRow:
+    """The group named ``name`` inside a transaction, or NotFound."""
+    row = await session.scalar(select(GroupRow).where(GroupRow.name == name))
+    if row is None:
+        raise NotFound(f"no group {name!r}", param="name")
+    return row
 
 
 async def get_group(store: Store, name: str) -> Group:
     async with store.read() as session:
-        row = await session.scalar(select(GroupRow).where(GroupRow.name == name))
-    if row is None:
-        raise NotFound(f"no group {name!r}")
-    return _group(row)
+        return group_value(await group_row(session, name))
+
+
+def change_group(
+    row: GroupRow,
+    *,
+    weight: float | None = None,
+    token_budget: int | Keep | None = KEEP,
+    budget_period: str | None = None,
+) -> None:
+    """Apply the given changes to a group row (checked first, so nothing is half-set)."""
+    tokens = row.token_budget if isinstance(token_budget, Keep) else token_budget
+    period = row.budget_period if budget_period is None else budget_period
+    if weight is not None:
+        _check_weight(weight)
+    _check_budget(tokens, period)
+    if weight is not None:
+        row.weight = float(weight)
+    row.token_budget, row.budget_period = tokens, period
+
+
+async def update_group(
+    store: Store,
+    name: str,
+    *,
+    weight: float | None = None,
+    token_budget: int | Keep | None = KEEP,
+    budget_period: str | None = None,
+) -> Group:
+    """Change a group's weight or default budget (None: unlimited) and its period."""
+    async with store.write() as session:
+        row = await group_row(session, name)
+        change_group(row, weight=weight, token_budget=token_budget, budget_period=budget_period)
+        await session.flush()
+    return group_value(row)
 
 
 async def list_groups(store: Store) -> list[Group]:
     async with store.read() as session:
         rows = await session.scalars(select(GroupRow).order_by(GroupRow.name))
-        return [_group(row) for row in rows]
+        return [group_value(row) for row in rows]
 
 
 async def _group_id(session: AsyncSession, name: str | None) -> int | None:
@@ -133,7 +208,7 @@ async def user_row(session: AsyncSession, name: str) -> UserRow:
     """The user named ``name`` inside a transaction, or NotFound."""
     row = await session.scalar(select(UserRow).where(UserRow.name == name))
     if row is None:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}", param="name")
     return row
 
 
@@ -149,8 +224,7 @@ async def insert_user(
     """Add a user inside an open transaction; a taken name is `Conflict`."""
     check_name(name, "name")
     _check_role(role)
-    if max_concurrent is not None and max_concurrent < 0:
-        raise BadRequest("max_concurrent must be 0 or more", param="max_concurrent")
+    _check_concurrency(max_concurrent)
     row = UserRow(
         name=name,
         role=role,
@@ -201,7 +275,7 @@ async def get_user(store: Store, name: str) -> User:
             )
         ).first()
     if found is None:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}", param="name")
     return _user(found[0], found[1])
 
 
@@ -226,35 +300,60 @@ async def count_users(store: Store) -> int:
         return int(await session.scalar(select(func.count()).select_from(UserRow)) or 0)
 
 
+async def user_value(session: AsyncSession, row: UserRow) -> User:
+    """A user row as a value, with its group's name, inside a transaction."""
+    group_name = None
+    if row.group_id is not None:
+        group_name = await session.scalar(select(GroupRow.name).where(GroupRow.id == row.group_id))
+    return _user(row, group_name)
+
+
+async def change_user(
+    session: AsyncSession,
+    row: UserRow,
+    *,
+    role: str | None = None,
+    group: str | Keep | None = KEEP,
+    disabled: bool | None = None,
+    max_concurrent: int | Keep | None = KEEP,
+) -> None:
+    """Apply the given changes to a user row inside an open transaction."""
+    if role is not None:
+        _check_role(role)
+    if not isinstance(max_concurrent, Keep):
+        _check_concurrency(max_concurrent)
+    if not isinstance(group, Keep):
+        row.group_id = await _group_id(session, group)
+    if role is not None:
+        row.role = role
+    if disabled is not None:
+        row.disabled = disabled
+    if not isinstance(max_concurrent, Keep):
+        row.max_concurrent = max_concurrent
+    await session.flush()
+
+
 async def update_user(
     store: Store,
     name: str,
     *,
     role: str | None = None,
-    group: str | _Keep | None = KEEP,
+    group: str | Keep | None = KEEP,
     disabled: bool | None = None,
-    max_concurrent: int | _Keep | None = KEEP,
+    max_concurrent: int | Keep | None = KEEP,
 ) -> User:
     """Change a user's role, group (None: none), disabled flag or concurrency cap."""
     async with store.write() as session:
         row = await user_row(session, name)
-        if role is not None:
-            row.role = _check_role(role)
-        if not isinstance(group, _Keep):
-            row.group_id = await _group_id(session, group)
-        if disabled is not None:
-            row.disabled = disabled
-        if not isinstance(max_concurrent, _Keep):
-            if max_concurrent is not None and max_concurrent < 0:
-                raise BadRequest("max_concurrent must be 0 or more", param="max_concurrent")
-            row.max_concurrent = max_concurrent
-        await session.flush()
-        group_name = None
-        if row.group_id is not None:
-            group_name = await session.scalar(
-                select(GroupRow.name).where(GroupRow.id == row.group_id)
-            )
-    return _user(row, group_name)
+        await change_user(
+            session,
+            row,
+            role=role,
+            group=group,
+            disabled=disabled,
+            max_concurrent=max_concurrent,
+        )
+        return await user_value(session, row)
 
 
 async def _hash(password: str, hasher: PasswordHasher) -> str:

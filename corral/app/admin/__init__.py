@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-from corral.app.admin import audit_search, health
+from corral.app.admin import (
+    apikeys,
+    audit_search,
+    budgets,
+    health,
+    models,
+    nodes,
+    people,
+    seed_nodes,
+    selfservice,
+)
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -29,10 +39,17 @@ __all__ = ["control_routers", "hot_routes"]
 def control_routers(gw: Gateway) -> list[APIRouter]:
     return [
         health.router(gw),
+        people.router(gw),
+        apikeys.router(gw),
+        budgets.router(gw),
+        selfservice.router(gw),
+        models.router(gw),
+        nodes.router(gw),
+        seed_nodes.router(gw),
         audit_search.router(gw),
     ]
 
 
 def hot_routes(gw: Gateway) -> list[BaseRoute]:
     """Plain routes (pipelines among them) that belong to the control plane's modules."""
-    return []
+    return [*seed_nodes.hot_routes(gw)]

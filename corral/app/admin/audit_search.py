@@ -28,7 +28,7 @@ class AdminEventHit(BaseModel):
     id: int = Field(description="The event's id.")
     time: datetime = Field(description="When it happened (UTC).")
     actor: str = Field(description='Who did it: a user, "env" (CORRAL_ADMIN_KEY) or "local".')
-    action: str = Field(description='What was done, e.g. "keys.create".')
+    action: str = Field(description='What was done, e.g. "key.create".')
     target: str = Field(description="What it was done to (a user, key prefix, backend, ...).")
     before: Any = Field(description="The record before the change (JSON), if any.")
     after: Any = Field(description="The record after the change (JSON), if any.")
@@ -173,7 +173,7 @@ def router(gw: Gateway) -> APIRouter:
             str | None,
             Query(
                 max_length=128,
-                description='An admin action ("keys.create") or a request\'s endpoint '
+                description='An admin action ("key.create") or a request\'s endpoint '
                 '("/api/chat").',
             ),
         ] = None,
