@@ -47,7 +47,7 @@ async def test_disabling_a_user_revokes_every_live_key_in_one_event(store: Store
 async def test_only_an_admin_holds_the_admin_scope(store: Store) -> None:
     await users.create_user(store, "alice")
     with pytest.raises(BadRequest) as refused:
-        await key.create_key(store, "alice", SECRET, scopes=["admin"])
+        await keys.create_key(store, "alice", SECRET, scopes=["admin"])
     assert refused.value.param == "scopes"
     await audited.create_user(
         store,
@@ -96,8 +96,8 @@ async def test_usage_totals_filter_by_model_and_say_when_more_follow(store: Stor
 async def test_keys_are_listed_per_user_and_an_unknown_user_is_named(store: Store) -> None:
     await users.create_user(store, "alice")
     await users.create_user(store, "bob")
-    mine = await key.create_key(store, "alice", SECRET)
-    await key.create_key(store, "bob", SECRET)
+    mine = await keys.create_key(store, "alice", SECRET)
+    await keys.create_key(store, "bob", SECRET)
     listed = await keys.list_all_keys(store, user="alice")
     assert [k.prefix for k in listed.items] == [mine.key.prefix]
     with pytest.raises(NotFound) as unknown:

@@ -137,7 +137,7 @@ async def test_default_argon2_parameters_verify(store: Store) -> None:
 
 async def test_a_key_is_shown_once_and_found_by_its_digest(store: Store) -> None:
     await users.create_user(store, "alice")
-    new = await key.create_key(
+    new = await keys.create_key(
         store,
         "alice",
         SECRET,
@@ -159,7 +159,7 @@ async def test_a_key_is_shown_once_and_found_by_its_digest(store: Store) -> None
 
 async def test_key_digests_never_store_the_plaintext(store: Store) -> None:
     await users.create_user(store, "alice")
-    new = await key.create_key(store, "alice", SECRET)
+    new = await keys.create_key(store, "alice", SECRET)
     secret_part = new.plaintext.rsplit("_", 1)[1]
     async with store.read() as session:
         row = (await session.execute(select(ApiKeyRow))).scalars().one()
@@ -196,19 +196,19 @@ async def test_bad_key_options_are_refused(store: Store) -> None:
         {"allowed_models": ["ok", ""]},
     ):
         with pytest.raises(BadRequest):
-            await key.create_key(store, "alice", SECRET, **options)
+            await keys.create_key(store, "alice", SECRET, **options)
     assert await keys.list_keys(store, "alice") == []
     with pytest.raises(NotFound):
-        await key.create_key(store, "nobody", SECRET)
+        await keys.create_key(store, "nobody", SECRET)
 
 
 async def test_keys_are_listed_revoked_and_expire(store: Store) -> None:
     await users.create_user(store, "alice")
     await users.create_user(store, "bob")
     now = datetime.now(UTC)
-    live = await key.create_key(store, "alice", SECRET)
-    old = await key.create_key(store, "alice", SECRET, expires_at=now - timedelta(seconds=1))
-    bobs = await key.create_key(store, "bob", SECRET)
+    live = await keys.create_key(store, "alice", SECRET)
+    old = await keys.create_key(store, "alice", SECRET, expires_at=now - timedelta(seconds=1))
+    bobs = await keys.create_key(store, "bob", SECRET)
     assert [k.prefix for k in await keys.list_keys(store, "alice")] == [
         live.key.prefix,
         old.key.prefix,
@@ -226,7 +226,7 @@ async def test_keys_are_listed_revoked_and_expire(store: Store) -> None:
 
 
 async def test_a_user_and_key_are_made_together(store: Store) -> None:
-    user, new = await key.create_user_with_key(
+    user, new = await keys.create_user_with_key(
         store, "root", SECRET, role="admin", scopes=["admin"]
     )
     assert user.role == "admin" and new.key.user_name == "root"
@@ -237,11 +237,11 @@ async def test_a_failed_key_insert_leaves_no_user_behind(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await users.create_user(store, "alice")
-    taken = await key.create_key(store, "alice", SECRET)
+    taken = await keys.create_key(store, "alice", SECRET)
     # The next key draws a prefix already stored: the key insert fails in the database.
     monkeypatch.setattr(keys, "new_key_text", lambda: (taken.key.prefix, taken.plaintext))
     with pytest.raises(Conflict):
-        await key.create_user_with_key(store, "mallory", SECRET)
+        await keys.create_user_with_key(store, "mallory", SECRET)
     with pytest.raises(NotFound):
         await users.get_user(store, "mallory")
     assert [u.name for u in (await users.list_users(store)).items] == ["alice"]
@@ -250,7 +250,7 @@ async def test_a_failed_key_insert_leaves_no_user_behind(
 async def test_a_duplicate_user_in_a_user_and_key_call_makes_no_key(store: Store) -> None:
     await users.create_user(store, "alice")
     with pytest.raises(Conflict, match="alice"):
-        await key.create_user_with_key(store, "alice", SECRET)
+        await keys.create_user_with_key(store, "alice", SECRET)
     assert await keys.list_keys(store, "alice") == []
 
 
