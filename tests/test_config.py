@@ -780,3 +780,21 @@ def test_docs_example_file_loads(tmp_path: Path) -> None:
         "vllm",
         "10.0.1.13:11434",
     ]
+
+
+def test_request_audit_is_off_by_default_and_needs_the_usage_journal(tmp_path: Path) -> None:
+    a = load_settings(environ={}).audit
+    assert (a.content, a.retention_days, a.purge_interval_s, a.max_text_chars) == (
+        "off",
+        30,
+        3600,
+        100_000,
+    )
+    on = load_settings(environ={"CORRAL_AUDIT__CONTENT": "full"}).audit
+    assert on.content == "full"
+    (problem,) = load_problems(tmp_path, "audit:\n  content: metadata\nusage:\n  journal: false\n")
+    assert "audit.content is metadata but usage.journal is false" in problem
+    (level,) = load_problems(tmp_path, "audit:\n  content: everything\n")
+    assert level.startswith("corral.yaml:2: audit.content:")
+    (days,) = load_problems(tmp_path, "audit:\n  retention_days: 0\n")
+    assert "audit.retention_days" in days

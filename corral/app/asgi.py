@@ -9,6 +9,7 @@ from typing import Any
 from corral.core.errors import CorralError, PayloadTooLarge
 
 __all__ = [
+    "Message",
     "Receive",
     "Scope",
     "Send",

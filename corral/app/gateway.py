@@ -13,8 +13,10 @@ from corral.adapters.images import ImageFetcher
 from corral.adapters.store.backends import backend_config, list_backends
 from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal
+from corral.adapters.store.request_audit import ContentLine
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
+from corral.app.content_audit import ContentAudit, Retention
 from corral.app.logbuffer import LogBuffer
 from corral.app.nodes import NodeRegistry
 from corral.app.workers import WorkerPool
@@ -132,6 +134,9 @@ class Gateway:
         # The usage ledger (usage.journal): each record is journaled, then batched into
         # the store; open between start and stop.
         self.ledger: UsageLog | None = None
+        # The request audit (audit.content): None when off, so requests skip it entirely.
+        self.content = ContentAudit(settings.audit) if settings.audit.content != "off" else None
+        self.retention: Retention | None = None  # purges request audit rows; open while running
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
         self.demo_engines: list[Any] = []  # real engines started by --demo
@@ -195,12 +200,12 @@ class Gateway:
         self.telemetry.pop(name, None)
         return state
 
-    def record(self, record: UsageRecord) -> None:
+    def record(self, record: UsageRecord, content: ContentLine | None = None) -> None:
         self.requests_total += 1
         self.usage.append(record)
         if self.ledger is not None:
             backend = self.fleet.backends.get(record.backend) if record.backend else None
-            self.ledger.append(record, backend.kind if backend is not None else None)
+            self.ledger.append(record, backend.kind if backend is not None else None, content)
         for listener in self.usage_listeners:
             listener(record)
 
@@ -222,6 +227,18 @@ class Gateway:
                 )
                 await ledger.start()  # replays what a previous run left uncommitted
                 self.ledger = ledger
+            rotate = self.ledger.journal.rotate if self.ledger and self.content else None
+            self.retention = Retention(self.store, self.settings.audit, rotate)
+            self.retention.start()
+            if self.content is not None:
+                # Say it where operators look: prompts may be stored from now on.
+                kept = "prompts and answers" if self.content.full else "request metadata"
+                log.warning(
+                    "request audit %s: %s kept %g days",
+                    self.content.level,
+                    kept,
+                    self.settings.audit.retention_days,
+                )
         except BaseException:
             await self.auth.stop()
             await self._close_store()
@@ -250,6 +267,9 @@ class Gateway:
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()
+        if self.retention is not None:
+            retention, self.retention = self.retention, None
+            await retention.stop()
         if self.ledger is not None:  # after the fleet: its last requests are recorded
             ledger, self.ledger = self.ledger, None
             await ledger.stop()

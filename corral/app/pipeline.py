@@ -5,7 +5,8 @@ An endpoint is an ordered tuple of stages over one ``RequestContext``; reading
 either finishes the response itself or leaves it to a later stage; raising a
 ``CorralError`` rejects the request in the client's dialect. Accounting runs after the
 stages, always, whatever happened, after the request's ``on_end`` hook (which gives
-back its place under the limits and charges its tokens).
+back its place under the limits and charges its tokens); with ``audit.content`` on, the
+request's audit line goes into the same journal line as its usage record.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class RequestContext:
     identity: Identity | None = None  # who the API key speaks for, when auth is on
     admission: Any = None  # the limits' Admission while the request counts against them
     on_end: Callable[[RequestContext], None] | None = None  # settles admission, always
+    streamed_tokens: int = 0  # output tokens metered (and charged) while streaming
     attempts: int = 0
     response_started: bool = False
     status: int = 0
@@ -86,6 +88,7 @@ class RequestContext:
     # end of the exchange, not a client leaving.
     finished: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    transcript: Any = None  # audit.content full: keeps the answer's text on its way out
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """X-Corral-Request-Id and X-Corral-Backend ("none" when nothing was routed)."""
@@ -121,6 +124,10 @@ class Pipeline:
         self.dialect = dialect
         names = [s.__name__ for s in stages]
         self._unwatched = next(i for i, n in enumerate(names) if n in BODY_STAGES) + 1
+        # The request audit, when on for this endpoint (None costs nothing per request).
+        content = gw.content
+        self._content = content if content is not None and content.covers(endpoint) else None
+        self._transcribe = self._content is not None and self._content.full
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -132,6 +139,9 @@ class Pipeline:
         ctx = RequestContext(
             gw, scope, receive, send, self.endpoint, self.dialect, rid, time.time()
         )
+        if self._transcribe:
+            assert self._content is not None
+            send = self._content.transcribe(ctx)
         task = asyncio.current_task()
         assert task is not None
         watcher: asyncio.Task[None] | None = None
@@ -178,8 +188,14 @@ class Pipeline:
                     ctx.on_end(ctx)
                 except Exception:  # never lose the usage record over it
                     log.exception("ending request %s failed", rid)
+            content = None
+            if self._content is not None:
+                try:
+                    content = self._content.line(ctx)
+                except Exception:  # the usage row goes in without it
+                    log.exception("auditing request %s failed", rid)
             with contextlib.suppress(Exception):
-                gw.record(_usage(ctx))
+                gw.record(_usage(ctx), content)
 
 
 def request_id(scope: Scope) -> str:

@@ -32,6 +32,7 @@ from corral.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from corral.core.limits import Admission
 from corral.core.retry import (
     NO_RESPONSE,
     Verdict,
@@ -220,29 +221,54 @@ async def _bind(
 
 
 class _Meter:
-    """Charges a stream's output tokens to its tenant's fair share as they arrive.
+    """Charges a stream's output tokens as they arrive: to its tenant's fair share and,
+    when the request counts against limits, to its key's tokens per minute and its
+    user's budget.
 
     One line (NDJSON) or event (SSE: two newlines) is about one token; the charges go
-    to the scheduler in batches, and the counts the backend reports at the end settle
-    the difference.
+    out in batches of 16, and the counts the backend reports at the end settle the
+    difference. `close` counts the last, unbatched tokens of a stream that ended or
+    was abandoned, so the settlement knows everything that was streamed.
     """
 
-    __slots__ = ("_batch", "_fleet", "_pending", "_per_token", "_ticket")
+    __slots__ = (
+        "_admission",
+        "_batch",
+        "_ctx",
+        "_fleet",
+        "_limiter",
+        "_pending",
+        "_per_token",
+        "_ticket",
+    )
 
     BATCH = 16
 
     def __init__(self, ctx: RequestContext, newlines_per_token: int) -> None:
+        self._ctx = ctx
         self._fleet = ctx.gw.fleet
         self._ticket = ctx.ticket
+        admission = ctx.admission
+        self._admission = admission if isinstance(admission, Admission) else None
+        self._limiter = ctx.gw.auth.limits
         self._per_token = newlines_per_token
         self._batch = newlines_per_token * self.BATCH  # newlines that make one charge
         self._pending = 0
 
     def add(self, chunk: bytes) -> None:
         self._pending += chunk.count(b"\n")
-        if self._pending >= self._batch and self._ticket is not None:
-            self._fleet.charge(self._ticket, self._pending // self._per_token)
-            self._pending = 0
+        if self._pending >= self._batch:
+            tokens = self._pending // self._per_token
+            self._pending -= tokens * self._per_token
+            self._ctx.streamed_tokens += tokens
+            if self._ticket is not None:
+                self._fleet.charge(self._ticket, tokens)
+            if self._admission is not None:
+                self._limiter.charge(self._admission, tokens)
+
+    def close(self) -> None:
+        self._ctx.streamed_tokens += self._pending // self._per_token
+        self._pending = 0
 
 
 _FAILED = Outcome(ok=False, status=NO_RESPONSE)  # failed mid-stream: the backend's fault
@@ -444,14 +470,15 @@ async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: W
     ctx.status = 200
     await _start(ctx, 200, resp.content_type.encode() or _NDJSON, None)
     tap = SchemaTap(ctx) if ctx.schema is not None else None
+    meter = _Meter(ctx, 1)
     gw.open_streams += 1
     try:
         await send({"type": "http.response.body", "body": first, "more_body": True})
+        meter.add(first)
         if tap is not None:
             tap.feed(first)
         prev = b""
         last = first
-        meter = _Meter(ctx, 1)
         async for chunk in chunks:
             watchdog.touch()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -470,6 +497,7 @@ async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: W
         ctx.finished = True
         await send({"type": "http.response.body", "body": b""})
     finally:
+        meter.close()
         gw.open_streams -= 1
 
 
@@ -505,7 +533,9 @@ async def _relay_handled_stream(
     chunks = resp.chunks()
     send = ctx.send
     out = b""
+    meter = _Meter(ctx, 2 if "event-stream" in resp.content_type else 1)
     async for chunk in chunks:  # hold the headers until there is something to send
+        meter.add(chunk)
         out = handler.feed(chunk)
         if out:
             break
@@ -524,7 +554,6 @@ async def _relay_handled_stream(
         if tap is not None:
             out = tap.feed(out)
         await send({"type": "http.response.body", "body": out, "more_body": True})
-        meter = _Meter(ctx, 2 if "event-stream" in resp.content_type else 1)
         async for chunk in chunks:
             watchdog.touch()
             meter.add(chunk)
@@ -555,6 +584,7 @@ async def _relay_handled_stream(
         ctx.finished = True
         await send({"type": "http.response.body", "body": b""})
     finally:
+        meter.close()
         gw.open_streams -= 1
 
 

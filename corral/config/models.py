@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral.config.audit import AuditConfig
 from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.fleet import FleetConfig
@@ -500,6 +501,7 @@ class Settings(_Section):
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
     fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
     workers: WorkersConfig = Field(default_factory=lambda: WorkersConfig())
+    audit: AuditConfig = Field(default_factory=lambda: AuditConfig())
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:
@@ -509,6 +511,16 @@ class Settings(_Section):
                 f"auth.mode is off but host {self.host} is reachable from other machines; "
                 "set auth.mode to on or auto (and hand out keys: corral users create), "
                 "or set auth.allow_open: true to run it open on purpose"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _content_needs_the_journal(self) -> Settings:
+        # Request content travels in the usage journal's lines, beside the usage row.
+        if self.audit.content != "off" and not self.usage.journal:
+            raise ValueError(
+                f"audit.content is {self.audit.content} but usage.journal is false; request "
+                "audit rows are written through the usage journal, so turn it on"
             )
         return self
 

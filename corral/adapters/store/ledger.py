@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from corral.adapters.store.db import Store, check_page
 from corral.adapters.store.records import Page, UsageEntry, UsageTotal
+from corral.adapters.store.request_audit import RequestAuditEntry, insert_request_audit
 from corral.adapters.store.schema import UsageRow, UserRow
 from corral.core.errors import BadRequest
 
@@ -44,15 +45,20 @@ def _check_entry(entry: UsageEntry) -> dict[str, Any]:
     return row
 
 
-async def record_usage_batch(store: Store, entries: Sequence[UsageEntry]) -> int:
-    """Write ``entries`` in one transaction; return how many were new.
+async def record_usage_batch(
+    store: Store,
+    entries: Sequence[UsageEntry],
+    audits: Sequence[RequestAuditEntry] = (),
+) -> int:
+    """Write ``entries`` (and the requests' ``audits`` rows) in one transaction; return
+    how many usage rows were new.
 
     A request_id already stored (or repeated in the batch) is skipped, not an error.
     """
     rows: dict[str, dict[str, Any]] = {}
     for entry in entries:
         rows.setdefault(entry.request_id, _check_entry(entry))
-    if not rows:
+    if not rows and not audits:
         return 0
     dialect_insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
     statement = (
@@ -61,8 +67,13 @@ async def record_usage_batch(store: Store, entries: Sequence[UsageEntry]) -> int
         .returning(UsageRow.request_id)
     )
     async with store.write() as session:
-        inserted = await session.scalars(statement, list(rows.values()))
-        return len(inserted.all())
+        added = 0
+        if rows:
+            inserted = await session.scalars(statement, list(rows.values()))
+            added = len(inserted.all())
+        if audits:
+            await insert_request_audit(session, audits)
+        return added
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
