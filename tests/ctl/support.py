@@ -26,10 +26,12 @@ async def run_cli(
     timeout: float = 60,
 ) -> Ran:
     """``python -m corral ARGS`` with no CORRAL_* from the outside and a config home of
-    its own (so ~/.config/corral/config.toml of the machine never leaks in)."""
+    its own (so ~/.config/corral/config.toml of the machine never leaks in); its output
+    is not a terminal, as in a script."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     if home is not None:
         clean["XDG_CONFIG_HOME"] = str(home)
+    clean["COLUMNS"] = "200"  # tables as wide as they like: a cell is not wrapped mid-name
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
