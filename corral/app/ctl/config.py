@@ -16,7 +16,7 @@ from urllib.parse import quote
 import typer
 import yaml
 
-from corral.app.ctl.output import console, print_json
+from corral.app.ctl.output import console, counted, print_json
 from corral.app.ctl.remote import KeyOpt, Remote, UrlOpt, fail, guarded
 
 __all__ = ["app", "apply_pairs"]
@@ -156,7 +156,7 @@ def _print_change(what: str, answer: Any, as_json: bool) -> None:
     if not changed:
         out.print(f"{what}: nothing changed")
         return
-    out.print(f"{what}: {len(changed)} settings changed")
+    out.print(f"{what}: {counted(len(changed), 'setting')} changed")
     for label, field in (
         ("in effect now", "applied_live"),
         ("in effect after a restart", "needs_restart"),

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.app.ctl.output import Column, console, human_bytes, print_json, show, table
+from corral.app.ctl.output import Column, console, counted, human_bytes, print_json, show, table
 from corral.app.ctl.pull import follow_pull
 from corral.app.ctl.remote import JsonOpt, KeyOpt, Remote, UrlOpt, fail, guarded, rows_of
 
@@ -75,7 +75,7 @@ def _judge(verb: str, results: list[dict[str, Any]]) -> None:
     failed = [r for r in results if r.get("status") == "error"]
     if failed:
         names = ", ".join(str(r.get("backend")) for r in failed)
-        fail(f"{verb} failed on {len(failed)} of {len(results)} backends: {names}")
+        fail(f"{verb} failed on {len(failed)} of {counted(len(results), 'backend')}: {names}")
 
 
 @app.command("ls")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Column", "console", "human_bytes", "print_json", "seconds", "show", "table"]
+__all__ = ["Column", "console", "counted", "human_bytes", "print_json", "seconds", "show", "table"]
 
 # A header, and the cell from a row: a value shown as _cell says, or a styled Text.
 Column = tuple[str, Callable[[Mapping[str, Any]], Any]]
@@ -38,6 +38,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
     return str(value)
+
+
+def counted(n: int, noun: str) -> str:
+    """1 worker, 2 workers."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def human_bytes(n: Any) -> str | None:

@@ -24,7 +24,7 @@ from corral.app.ctl.fleetview import (
     state_of,
     styled,
 )
-from corral.app.ctl.output import Column, console, print_json, seconds, table
+from corral.app.ctl.output import Column, console, counted, print_json, seconds, table
 from corral.app.ctl.remote import (
     JsonOpt,
     KeyOpt,
@@ -90,13 +90,13 @@ def look(remote: Remote) -> dict[str, Any]:
 
 def _totals_line(totals: dict[str, Any]) -> Text:
     counts = ", ".join(f"{n} {state}" for state, n in totals["states"].items()) or "none"
-    line = Text(f"{totals['backends']} backends ({counts})")
+    line = Text(f"{counted(totals['backends'], 'backend')} ({counts})")
     line.append(f" · in flight {totals['in_flight']} of {totals['slots']} healthy slots")
     line.append(f" · queue {totals['waiting']} waiting")
     oldest = seconds(totals.get("oldest_wait_s"))
     if oldest and totals["waiting"]:
         line.append(f" (oldest {oldest})")
-    line.append(f" · {totals['models_loaded']} models loaded")
+    line.append(f" · loaded models: {totals['models_loaded']}")
     if totals["paused"]:
         line.append(" · admission PAUSED", style="bold red")
     return line

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.app.ctl.output import Column, console, print_json, seconds, table
+from corral.app.ctl.output import Column, console, counted, print_json, seconds, table
 from corral.app.ctl.remote import JsonOpt, KeyOpt, Remote, UrlOpt, fail, guarded, rows_of
 
 __all__ = ["app"]
@@ -75,7 +75,7 @@ def list_workers(
         return
     scaling = "autoscaling" if answer.get("autoscale") else "no autoscaling"
     out.print(
-        f"{len(workers)} workers ({answer.get('provider')}, {answer.get('kind')}), "
+        f"{counted(len(workers), 'worker')} ({answer.get('provider')}, {answer.get('kind')}), "
         f"min {answer.get('min')}, max {answer.get('max')}, {scaling}"
         + (f", cooling down until {answer['cooling_until']}" if answer.get("cooling_until") else "")
     )
@@ -93,7 +93,7 @@ def _changed(verb: str, answer: Any, as_json: bool) -> None:
         return
     out = console()
     ids = ", ".join(str(w.get("id")) for w in workers)
-    out.print(f"{verb}: {len(workers)} workers" + (f" ({ids})" if ids else ""))
+    out.print(f"{verb}: {counted(len(workers), 'worker')}" + (f" ({ids})" if ids else ""))
     if workers:
         out.print(table(workers, COLUMNS))
 
