@@ -4,6 +4,7 @@ server that is not Corral, or a Corral of another version)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -64,14 +65,18 @@ async def odd_server() -> AsyncIterator[str]:
 
 async def test_an_unexpected_answer_is_one_line_never_a_traceback(tmp_path: Path) -> None:
     async with odd_server() as url:
-        models = await run_cli("models", "ls", "--url", url, home=tmp_path)
-        backends = await run_cli("backends", "ls", "--url", url, home=tmp_path)
-        status = await run_cli("status", "--url", url, home=tmp_path)
-        queue = await run_cli("queue", "--url", url, home=tmp_path)
-        config = await run_cli("config", "get", "--url", url, home=tmp_path)
-        workers = await run_cli("workers", "ls", "--url", url, home=tmp_path)
-        pull = await run_cli("models", "pull", "m", "--url", url, home=tmp_path)
-        missing = await run_cli("models", "rm", "m", "--url", url, home=tmp_path)
+        runs = [
+            ("models", "ls"),
+            ("backends", "ls"),
+            ("status",),
+            ("queue",),
+            ("config", "get"),
+            ("workers", "ls"),
+            ("models", "pull", "m"),
+            ("models", "rm", "m"),
+        ]
+        ran = [await run_cli(*a, "--url", url, home=tmp_path) for a in runs]
+        models, backends, status, queue, config, workers, pull, missing = ran
     assert "cannot read" in one_error_line(models)
     assert one_error_line(backends) == (
         "/admin/backends answered without a 'backends' list of objects: is this a Corral gateway?"
@@ -90,9 +95,10 @@ async def test_an_unexpected_answer_is_one_line_never_a_traceback(tmp_path: Path
 
 async def test_an_unreachable_gateway_is_named(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    for args in (("status",), ("backends", "ls"), ("queue", "pause"), ("config", "reload")):
-        ran = await run_cli(*args, "--url", url, home=tmp_path)
-        assert one_error_line(ran) == (
+    runs = [("status",), ("backends", "ls"), ("queue", "pause"), ("config", "reload")]
+    ran = await asyncio.gather(*(run_cli(*a, "--url", url, home=tmp_path) for a in runs))
+    for args, one in zip(runs, ran, strict=True):
+        assert one_error_line(one) == (
             f"cannot reach the gateway at {url} (is `corral serve` running there?)"
         ), args
 

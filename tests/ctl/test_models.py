@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -81,15 +82,16 @@ async def test_warm_unload_and_rm_act_on_the_nodes(tmp_path: Path) -> None:
 
 async def test_refusals_are_the_gateways_one_line(tmp_path: Path) -> None:
     async with sim_fleet(NodeSpec()) as fleet:
-        url = ("--url", fleet.url)
-        unknown_model = await run_cli("models", "warm", "no-such-model", *url, home=tmp_path)
-        unknown_backend = await run_cli(
-            "models", "unload", LLAMA, "-b", "gpu9", *url, home=tmp_path
+        runs = [
+            ("warm", "no-such-model"),
+            ("unload", LLAMA, "-b", "gpu9"),
+            ("warm", LLAMA, "--keep-alive", "0"),
+            ("warm", LLAMA, "-b", "sim0", "--copies", "2"),
+        ]
+        ran = await asyncio.gather(
+            *(run_cli("models", *a, "--url", fleet.url, home=tmp_path) for a in runs)
         )
-        zero = await run_cli("models", "warm", LLAMA, "--keep-alive", "0", *url, home=tmp_path)
-        both = await run_cli(
-            "models", "warm", LLAMA, "-b", "sim0", "--copies", "2", *url, home=tmp_path
-        )
+        unknown_model, unknown_backend, zero, both = ran
     for ran in (unknown_model, unknown_backend, zero, both):
         assert ran.code == 1, ran
         assert ran.err.startswith("error: ") and ran.err.count("\n") == 1, ran.err
