@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from corral.sim.faults import Faults
 from corral.sim.launch import NodeSpec, start_nodes, stop_nodes
 from tests.ctl.support import Ran, run_cli, start_cli
 from tests.helpers import FAST_SIM, free_port, sim_fleet, until
@@ -166,3 +167,26 @@ async def test_a_registered_backend_comes_and_goes(tmp_path: Path) -> None:
     assert removed.code == 0 and removed.out.startswith("deregistered extra:")
     assert json.loads(refreshed.out)["healthy"] is True
     assert left == {"sim0"}
+
+
+async def test_status_shows_an_open_breaker(tmp_path: Path) -> None:
+    failing = NodeSpec(faults=Faults(error_rate=1.0))
+    breakers = {"consecutive_failures": 1, "open_s": 60}
+    async with sim_fleet(failing, NodeSpec(), breakers=breakers) as fleet:
+        body = {"model": "llama3.2:1b", "prompt": "hi", "stream": False}
+        async with httpx.AsyncClient(base_url=fleet.url, timeout=30) as client:
+            board = fleet.gw.fleet.breakers
+            assert board is not None
+            now = asyncio.get_running_loop().time
+            for _ in range(8):  # until a request is sent to sim0 and fails there
+                await client.post("/api/generate", json=body)
+                if board.snapshot(now()):
+                    break
+        table = await run_cli("status", "--url", fleet.url, home=tmp_path)
+        as_json = await run_cli("status", "--json", "--url", fleet.url, home=tmp_path)
+    assert table.code == 0, table.err
+    row = next(line for line in table.out.splitlines() if line.startswith("sim0"))
+    breaker = [c.strip() for c in row.split("│")][7]
+    assert breaker.startswith("open ") and breaker.endswith(" s"), breaker  # open 59 s
+    (sim0,) = [b for b in json.loads(as_json.out)["backends"] if b["name"] == "sim0"]
+    assert [b["state"] for b in sim0["breakers"]] == ["open"]
