@@ -30,6 +30,16 @@ __all__ = ["PullBars", "follow_pull"]
 _OVERALL = "all backends"
 
 
+class _Bytes(DownloadColumn):
+    """Bytes done of the total; nothing for a backend that skipped or failed before
+    it knew the size (its status says why)."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("no_bytes"):
+            return Text("")
+        return super().render(task)
+
+
 class _Status(ProgressColumn):
     """The backend's own words (``pulling 6a07…``, ``done``, the error), plain text."""
 
@@ -47,7 +57,9 @@ class PullBars:
 
     def _task(self, name: str) -> TaskID:
         if name not in self.tasks:  # a backend the start line did not announce
-            self.tasks[name] = self.progress.add_task(name, total=None, status="", style="")
+            self.tasks[name] = self.progress.add_task(
+                name, total=None, status="", style="", no_bytes=False
+            )
         return self.tasks[name]
 
     def feed(self, line: dict[str, Any]) -> None:
@@ -56,7 +68,7 @@ class PullBars:
             backends = [str(b) for b in line.get("backends") or []]
             if len(backends) > 1:
                 self.tasks[_OVERALL] = self.progress.add_task(
-                    _OVERALL, total=None, status="", style="bold"
+                    _OVERALL, total=None, status="", style="bold", no_bytes=False
                 )
             for name in backends:
                 self._task(name)
@@ -82,22 +94,26 @@ class PullBars:
 
     def _done(self, name: str, line: dict[str, Any]) -> None:
         task = self._task(name)
+        known = next(t for t in self.progress.tasks if t.id == task).total
         result = line.get("result")
         if result == "ok":
-            total = self.progress.tasks[self._index(task)].total or 1
+            total = known or 1
             self.progress.update(task, total=total, completed=total, status="done", style="green")
-        elif result == "skipped":
-            self.progress.update(
-                task, total=1, completed=0, status=f"skipped: {line.get('reason')}", style="dim"
-            )
         else:
+            status = (
+                f"skipped: {line.get('reason')}"
+                if result == "skipped"
+                else f"error: {line.get('error')}"
+            )
+            # A bar stopped where it was; an empty one if the size was never known.
+            fields: dict[str, Any] = {"total": 1, "completed": 0, "no_bytes": True}
             self.progress.update(
-                task, status=f"error: {line.get('error')}", style="red", total=1, completed=0
+                task,
+                status=status,
+                style="dim" if result == "skipped" else "red",
+                **({} if known else fields),
             )
         self.progress.stop_task(task)
-
-    def _index(self, task: TaskID) -> int:
-        return next(i for i, t in enumerate(self.progress.tasks) if t.id == task)
 
 
 def follow_pull(lines: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
@@ -106,7 +122,7 @@ def follow_pull(lines: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
+        _Bytes(),  # GB and MB/s, as Ollama shows a pull
         TransferSpeedColumn(),
         _Status(),
         console=console(stderr=True),
