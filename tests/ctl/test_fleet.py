@@ -14,6 +14,7 @@ import httpx
 
 from corral.sim.faults import Faults
 from corral.sim.launch import NodeSpec, start_nodes, stop_nodes
+from corral.sim.vllm_launch import VllmSpec
 from tests.ctl.support import Ran, run_cli, start_cli
 from tests.helpers import FAST_SIM, free_port, sim_fleet, until
 
@@ -190,3 +191,34 @@ async def test_status_shows_an_open_breaker(tmp_path: Path) -> None:
     assert breaker.startswith("open ") and breaker.endswith(" s"), breaker  # open 59 s
     (sim0,) = [b for b in json.loads(as_json.out)["backends"] if b["name"] == "sim0"]
     assert [b["state"] for b in sim0["breakers"]] == ["open"]
+
+
+async def test_an_openai_kind_backend_is_added_by_url_prefix_or_kind(tmp_path: Path) -> None:
+    vllm = await start_nodes([VllmSpec(name="v0", model="Qwen/Qwen2.5-7B-Instruct"),
+                              VllmSpec(name="v1", model="Qwen/Qwen2.5-7B-Instruct")])  # fmt: skip
+    try:
+        async with sim_fleet(NodeSpec()) as fleet:
+            url = ("--url", fleet.url)
+            by_prefix = await run_cli(
+                "backends", "add", f"openai+{vllm[0].url}", "--name", "v0", "--json", *url,
+                home=tmp_path,
+            )  # fmt: skip
+            by_kind = await run_cli(
+                "backends", "add", vllm[1].url, "--kind", "openai", "--name", "v1", "--json",
+                *url, home=tmp_path,
+            )  # fmt: skip
+            contradiction = await run_cli(
+                "backends", "add", f"openai+{vllm[1].url}", "--kind", "ollama", "--name", "v2",
+                *url, home=tmp_path,
+            )  # fmt: skip
+            not_ollama = await run_cli(
+                "backends", "add", vllm[1].url, "--name", "v3", *url, home=tmp_path
+            )
+    finally:
+        await stop_nodes(vllm)
+    for ran in (by_prefix, by_kind):
+        assert ran.code == 0, ran.err
+        added = json.loads(ran.out)
+        assert (added["kind"], added["max_concurrency"], added["healthy"]) == ("openai", 32, True)
+    assert "contradicts" in one_error(contradiction)
+    assert "400 from /admin/backends" in one_error(not_ollama)
