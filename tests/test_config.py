@@ -197,10 +197,10 @@ def test_log_level_is_case_insensitive() -> None:
         ("http://gpu1:11434", "http://gpu1:11434", "ollama", "gpu1:11434"),
         ("http://gpu1:11434/", "http://gpu1:11434", "ollama", "gpu1:11434"),
         ("ollama+http://gpu1:11434", "http://gpu1:11434", "ollama", "gpu1:11434"),
-        ("openai+http://vllm:8000/v1/", "http://vllm:8000/v1", "openai", "vllm:8000"),
+        ("openai+http://vllm:8000/v1/", "http://vllm:8000", "openai", "vllm:8000"),
         (
             "openai+https://api.example.com/v1",
-            "https://api.example.com/v1",
+            "https://api.example.com",
             "openai",
             "api.example.com:443",
         ),
@@ -798,3 +798,21 @@ def test_request_audit_is_off_by_default_and_needs_the_usage_journal(tmp_path: P
     assert level.startswith("corral.yaml:2: audit.content:")
     (days,) = load_problems(tmp_path, "audit:\n  retention_days: 0\n")
     assert "audit.retention_days" in days
+
+
+def test_an_openai_base_url_ending_in_v1_is_the_servers_root() -> None:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "backends": [
+                "openai+http://vllm:8000/v1",
+                {"url": "http://proxy:8080/llm/v1/", "kind": "openai"},
+                "http://ollama:11434/v1",  # an Ollama path is left as given
+            ]
+        },
+    )
+    assert [b.url for b in settings.backends] == [
+        "http://vllm:8000",
+        "http://proxy:8080/llm",
+        "http://ollama:11434/v1",
+    ]

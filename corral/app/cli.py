@@ -26,9 +26,9 @@ app = typer.Typer(
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")
+        str | None, typer.Option(help="Interface to listen on \\[default: 127.0.0.1].")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [default: 8088].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port \\[default: 8088].")] = None,
     backend: Annotated[
         list[str] | None,
         typer.Option(
@@ -58,7 +58,7 @@ def serve(
         ),
     ] = False,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error [default: info].")
+        str | None, typer.Option(help="debug, info, warning or error \\[default: info].")
     ] = None,
 ) -> None:
     """Run the gateway."""

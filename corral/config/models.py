@@ -188,7 +188,7 @@ class BackendConfig(_Section):
     @classmethod
     def _accept_spec(cls, data: Any) -> Any:
         if isinstance(data, str):
-            return split_backend_spec(data)
+            data = split_backend_spec(data)
         if isinstance(data, dict):
             # Omitted and null mean the same: use the derived default.
             data = {k: v for k, v in data.items() if v is not None}
@@ -200,6 +200,11 @@ class BackendConfig(_Section):
                         f"kind {data['kind']!r} contradicts the {parsed.get('kind')}+ URL prefix"
                     )
                 data.update(parsed)
+            url = data.get("url")
+            if data.get("kind") == "openai" and isinstance(url, str):
+                # OpenAI clients are given base URLs ending in /v1; Corral adds /v1/...
+                # itself, so the same URL works here instead of reaching /v1/v1/...
+                data["url"] = url.rstrip().rstrip("/").removesuffix("/v1")
         return data
 
     @field_validator("url")
