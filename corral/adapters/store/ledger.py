@@ -2,7 +2,8 @@
 
 Writes are idempotent on ``request_id`` (insert-or-ignore, expressed with each
 dialect's ON CONFLICT DO NOTHING construct), so replaying a journal after a crash
-adds only what is missing.
+adds only what is missing. Amendments (counts a backend's tokenizer gave after the
+row was written) are upserts on the same key: replayed, they change nothing more.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from corral.adapters.store.request_audit import RequestAuditEntry, insert_reques
 from corral.adapters.store.schema import UsageRow, UserRow
 from corral.core.errors import BadRequest
 
-__all__ = ["GroupBy", "query_usage", "record_usage_batch", "tokens_used", "usage_totals"]
+__all__ = [
+    "GroupBy",
+    "amend_usage_counts",
+    "query_usage",
+    "record_usage_batch",
+    "tokens_used",
+    "usage_totals",
+]
 
 GroupBy = Literal["user", "model", "day"]
 _TEXT_LIMITS = {"request_id": 64, "key_prefix": 16, "tenant": 128, "model": 256, "backend": 128}
@@ -74,6 +82,29 @@ async def record_usage_batch(
         if audits:
             await insert_request_audit(session, audits)
         return added
+
+
+async def amend_usage_counts(store: Store, entries: Sequence[UsageEntry]) -> int:
+    """Put better token counts (and where they came from) on rows already written; a row
+    that is missing (its first line was lost) is written whole. Idempotent, one
+    transaction; returns how many entries were applied."""
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        rows[entry.request_id] = _check_entry(entry)  # the last amendment wins
+    if not rows:
+        return 0
+    dialect_insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(UsageRow)
+    statement = insert.on_conflict_do_update(
+        index_elements=[UsageRow.request_id],
+        set_={
+            name: insert.excluded[name]
+            for name in ("prompt_tokens", "completion_tokens", "tokens_estimated", "tokens_source")
+        },
+    )
+    async with store.write() as session:
+        await session.execute(statement, list(rows.values()))
+    return len(rows)
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
