@@ -10,13 +10,14 @@ same dialect, translated through the canonical types when they do not.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import msgspec
 
+from corral.adapters import ollama as ollama_wire
 from corral.adapters.dialects import ollama as ol
 from corral.adapters.dialects import openai as oa
 from corral.adapters.dialects.convert import completion_as_chat
@@ -33,7 +34,7 @@ from corral.core.canonical import (
 from corral.core.errors import InvalidField
 from corral.core.types import BackendKind
 
-__all__ = ["Plan", "StreamHandler", "make_plan", "now_rfc3339"]
+__all__ = ["Plan", "StreamHandler", "make_plan", "now_rfc3339", "prompt_chars", "text_of"]
 
 Mode = Literal["ollama-pass", "openai-pass", "translate", "local"]
 _SSE = b"text/event-stream"
@@ -59,6 +60,11 @@ class StreamHandler(Protocol):
         """A guess at the tokens relayed, for when the backend reports none."""
         ...
 
+    def answer_text(self) -> str | None:
+        """The text relayed so far, for the backend's tokenizer; None when it was not
+        kept (not asked for, or longer than the plan's ``keep``)."""
+        ...
+
 
 @dataclass
 class Plan:
@@ -72,6 +78,11 @@ class Plan:
     # For an estimate when the backend reports no counts (about 4 characters a token).
     prompt_chars: int = 0
     answer_chars: int = 0
+    # For the backend's tokenizer when it reports no counts: the name it knows the model
+    # by, how much of the answer to keep (0 = none), and a whole answer's text.
+    model: str = ""
+    keep: int = 0
+    answer_text: str | None = None
 
     @property
     def translating(self) -> bool:
@@ -90,24 +101,58 @@ def prompt_chars(req: object) -> int:
         return len(req.prompt) + len(req.system or "")
     if isinstance(req, EmbedRequest):
         return sum(len(s) for s in req.inputs)
+    # Ollama's own request shapes, passed through untouched.
+    if isinstance(req, ollama_wire.ChatRequest):
+        return sum(len(m.content or "") for m in req.messages or ())
+    if isinstance(req, ollama_wire.GenerateRequest):
+        return len(req.prompt or "") + len(req.system or "")
     return 0
 
 
+def text_of(deltas: Iterable[Delta]) -> str:
+    """What a tokenizer should count of an answer: its text, reasoning and tool calls."""
+    parts: list[str] = []
+    for d in deltas:
+        parts.append(d.thinking)
+        parts.append(d.content)
+        for call in d.tool_calls or ():
+            parts.append(call.name)
+            parts.append(call.arguments)
+    return "".join(parts)
+
+
+def _reply_text(reply: Reply) -> str:
+    calls = "".join(c.name + c.arguments for c in reply.tool_calls or ())
+    return (reply.thinking or "") + reply.content + calls
+
+
 def make_plan(
-    ctx: RequestContext, kind: BackendKind, upstream_model: str, entry: dict[str, Any] | None = None
+    ctx: RequestContext,
+    kind: BackendKind,
+    upstream_model: str,
+    entry: dict[str, Any] | None = None,
+    *,
+    keep: int = 0,
 ) -> Plan:
+    """The plan for one attempt. ``keep``: how many bytes of the answer to keep for the
+    backend's tokenizer, should the backend report no counts (0: keep nothing)."""
     if ctx.dialect == "ollama":
         if kind == "ollama":
             return Plan("ollama-pass", ctx.endpoint, ctx.body)
         if ctx.endpoint == "/api/show":
             return Plan("local", "", _show_from_openai(upstream_model, entry or {}))
-        return _ollama_to_openai(ctx, upstream_model)
-    if kind == "openai":
-        return _openai_pass(ctx, upstream_model)
-    n = getattr(ctx.parsed, "n", 1)
-    if n != 1:
-        raise InvalidField(f"n={n}: Ollama backends answer one choice per request", param="n")
-    return _openai_to_ollama(ctx, upstream_model)
+        plan = _ollama_to_openai(ctx, upstream_model)
+    elif kind == "openai":
+        plan = _openai_pass(ctx, upstream_model)
+    else:
+        n = getattr(ctx.parsed, "n", 1)
+        if n != 1:
+            raise InvalidField(f"n={n}: Ollama backends answer one choice per request", param="n")
+        return _openai_to_ollama(ctx, upstream_model)
+    plan.model = upstream_model
+    # A prompt too long to count is estimated; keeping its answer would be no use.
+    plan.keep = keep if len(plan.body) <= keep else 0
+    return plan
 
 
 def _show_from_openai(model: str, entry: dict[str, Any]) -> bytes:
@@ -174,11 +219,18 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
         if plan.usage is None and ctx.endpoint != "/v1/embeddings":
             reply = oa.parse_reply(data)
             plan.answer_chars = len(reply.content) + len(reply.thinking or "")
+            _keep_text(plan, reply)
         return rename(data) if rename else data
 
     plan.whole = whole
-    plan.stream = lambda: _SSEPass(wants_usage, rename)
+    plan.stream = lambda: _SSEPass(wants_usage, rename, plan.keep)
     return plan
+
+
+def _keep_text(plan: Plan, reply: Reply) -> None:
+    if plan.keep:
+        text = _reply_text(reply)
+        plan.answer_text = text if len(text) <= plan.keep else None
 
 
 def _renamer(upstream: str, requested: str) -> Callable[[bytes], bytes] | None:
@@ -200,11 +252,16 @@ class _SSEPass:
 
     content_type = b"text/event-stream"
 
-    def __init__(self, forward_usage: bool, rename: Callable[[bytes], bytes] | None = None) -> None:
+    def __init__(
+        self, forward_usage: bool, rename: Callable[[bytes], bytes] | None = None, keep: int = 0
+    ) -> None:
         self._forward_usage = forward_usage
         self._rename = rename
         self._events = 0
         self._buf = b""
+        # The events as relayed, for the tokenizer (only if asked, and only up to `keep`).
+        self._kept: list[bytes] | None = [] if keep > 0 else None
+        self._room = keep
         self.usage: Usage | None = None
         self.finished = False
         self.error: str | None = None
@@ -218,6 +275,12 @@ class _SSEPass:
         cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
         events, self._buf = buf[:cut], buf[cut:]
         self._events += events.count(b"data:")
+        if self._kept is not None:
+            self._room -= len(events)
+            if self._room >= 0:
+                self._kept.append(events)
+            else:
+                self._kept = None  # too long to count: estimated
         if self._rename is not None:
             events = self._rename(events)
         if b"[DONE]" in events:
@@ -261,6 +324,13 @@ class _SSEPass:
         # Engines stream about one token per event; the role and [DONE] events carry none.
         return max(0, self._events - 2)
 
+    def answer_text(self) -> str | None:
+        if self._kept is None:
+            return None
+        decoder = oa.StreamDecoder()
+        deltas = [d for piece in self._kept for d in decoder.feed(piece)]
+        return text_of(deltas + decoder.close())
+
 
 # -- translation, both ways -----------------------------------------------------------
 
@@ -268,7 +338,9 @@ class _SSEPass:
 class _Translate:
     """Backend stream → Deltas → client stream, counting what it relays."""
 
-    def __init__(self, content_type: bytes, decoder: Any, encoder: Any, on_end: Any) -> None:
+    def __init__(
+        self, content_type: bytes, decoder: Any, encoder: Any, on_end: Any, keep: int = 0
+    ) -> None:
         self.content_type = content_type
         self._decoder = decoder
         self._encoder = encoder
@@ -277,6 +349,9 @@ class _Translate:
         self.finished = False
         self.error: str | None = None
         self.text_chars = 0
+        # The deltas relayed, for the tokenizer (only if asked, and only up to `keep`).
+        self._kept: list[Delta] | None = [] if keep > 0 else None
+        self._keep = keep
 
     def _emit(self, deltas: list[Delta]) -> bytes:
         out = []
@@ -284,6 +359,11 @@ class _Translate:
             if self.error is not None:
                 break  # an error ends the client's stream; what follows is not relayed
             self.text_chars += len(d.content) + len(d.thinking)
+            if self._kept is not None:
+                if self.text_chars <= self._keep:
+                    self._kept.append(d)
+                else:
+                    self._kept = None  # too long to count: estimated
             if d.usage is not None:
                 self.usage = d.usage
             if d.finish_reason is not None:
@@ -306,6 +386,9 @@ class _Translate:
 
     def answer_tokens(self) -> int:
         return self.text_chars // 4
+
+    def answer_text(self) -> str | None:
+        return None if self._kept is None else text_of(self._kept)
 
 
 def _reply_usage(plan: Plan, reply: Reply | EmbedReply) -> None:
@@ -414,6 +497,8 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
         reply.model = model
         _reply_usage(plan, reply)
         plan.answer_chars = len(reply.content) + len(reply.thinking or "")
+        if plan.usage is None:
+            _keep_text(plan, reply)
         return ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
 
     plan.whole = whole
@@ -422,5 +507,6 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
         oa.StreamDecoder(),
         ol.StreamEncoder(kind, model=model, created_at=now_rfc3339()),
         lambda enc: enc.end(),
+        plan.keep,
     )
     return plan
