@@ -151,7 +151,7 @@ class _Conn(asyncio.Protocol):
     def take(self) -> bytes:
         body = self.body
         data = body[0] if len(body) == 1 else b"".join(body)
-        self.body = []
+        body.clear()  # the same list again: no new object for the collector per piece
         self.size = 0
         if self.paused and self.sink is None:
             self._resume()

@@ -268,12 +268,15 @@ class _SSEPass:
 
     def feed(self, data: bytes) -> bytes:
         buf = self._buf + data if self._buf else data
-        end = max(buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n"))
-        if end < 0:
-            self._buf = buf
-            return b""
-        cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
-        events, self._buf = buf[:cut], buf[cut:]
+        if buf.endswith(b"\n\n"):  # the usual case: whole events, nothing left over
+            events, self._buf = buf, b""
+        else:
+            end = max(buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n"))
+            if end < 0:
+                self._buf = buf
+                return b""
+            cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
+            events, self._buf = buf[:cut], buf[cut:]
         self._events += events.count(b"data:")
         if self._kept is not None:
             self._room -= len(events)
@@ -283,7 +286,9 @@ class _SSEPass:
                 self._kept = None  # too long to count: estimated
         if self._rename is not None:
             events = self._rename(events)
-        if b"[DONE]" in events:
+        # [DONE] is the stream's last event, so it is looked for only at the end (a search
+        # of the whole batch costs as much again as the rest of this method).
+        if b"[DONE]" in events[-24:]:
             self.finished = True
         if b'"error"' in events and b'"choices"' not in events:
             self.error = "backend reported an error"
