@@ -150,8 +150,10 @@ def make_plan(
             raise InvalidField(f"n={n}: Ollama backends answer one choice per request", param="n")
         return _openai_to_ollama(ctx, upstream_model)
     plan.model = upstream_model
-    # A prompt too long to count is estimated; keeping its answer would be no use.
-    plan.keep = keep if len(plan.body) <= keep else 0
+    # Only chats and completions are counted (embeddings stay estimated), and a prompt
+    # too long to count is estimated: keeping its answer would be no use.
+    countable = plan.path != "/v1/embeddings" and len(plan.body) <= keep
+    plan.keep = keep if countable else 0
     return plan
 
 

@@ -200,15 +200,20 @@ async def test_a_backend_without_a_tokenizer_keeps_the_estimate_and_is_asked_onc
 ) -> None:
     url, asked = bare
     async with run_gateway([url]) as gw, httpx.AsyncClient(base_url=gw.url) as client:
-        for _ in range(3):
+        counter = gw.gw.counter
+        for n in range(3):
             resp = await client.post(
                 "/v1/chat/completions", json={"model": "bare", "messages": MSGS}
             )
             assert resp.status_code == 200
-            await until(lambda: not gw.gw.counter.busy)
+            await until(lambda: gw.gw.requests_total == n + 1 and not counter.busy)  # noqa: B023
+            if n == 0:  # the first answer taught Corral there is no tokenizer there
+                backend = gw.gw.usage[-1].backend or ""
+                assert counter.tokenizers.flavour(backend) == "none"
         rec = gw.gw.usage[-1]
         assert rec.usage_source == "estimated" and rec.usage_estimated
         assert rec.prompt_tokens == sum(len(m["content"]) for m in MSGS) // 4
+        assert counter.counted == 0
     assert asked.count("/tokenize") == 1
 
 
