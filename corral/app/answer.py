@@ -281,7 +281,8 @@ async def relay_planned_whole(
     except (CorralError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Retry(UpstreamError(f"backend sent an answer Corral cannot read: {exc}")) from None
     _account_usage(ctx, plan.usage or plan.estimate())
-    _count_later(ctx, plan, lambda: plan.answer_text)
+    text = plan.answer_text
+    _count_later(ctx, plan, lambda: text)
     watchdog.touch()
     ctx.ttfb = watchdog.last - watchdog.started
     if ctx.schema is not None:

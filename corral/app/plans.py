@@ -34,7 +34,7 @@ from corral.core.canonical import (
 from corral.core.errors import InvalidField
 from corral.core.types import BackendKind
 
-__all__ = ["Plan", "StreamHandler", "make_plan", "now_rfc3339", "prompt_chars", "text_of"]
+__all__ = ["Plan", "StreamHandler", "Whole", "make_plan", "now_rfc3339", "prompt_chars", "text_of"]
 
 Mode = Literal["ollama-pass", "openai-pass", "translate", "local"]
 _SSE = b"text/event-stream"
@@ -66,13 +66,29 @@ class StreamHandler(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class Whole:
+    """A whole answer as the client gets it, and what it says of its tokens."""
+
+    body: bytes
+    usage: Usage | None = None
+    text: str | None = None  # the answer's text, when it was read (for counting)
+
+
 @dataclass
 class Plan:
+    """How one attempt goes to one backend and how its answer comes back.
+
+    ``read_whole`` and ``make_stream`` must not hold the plan (or the request context):
+    a plan that refers to itself through them is a reference cycle, and each cycle kept
+    a request's objects alive until a full collection (seconds long, at 1,000 streams).
+    """
+
     mode: Mode
     path: str
     body: bytes
-    whole: Callable[[bytes], bytes] = field(default=lambda b: b)
-    stream: Callable[[], StreamHandler] | None = None
+    read_whole: Callable[[bytes], Whole] = field(default=Whole)
+    make_stream: Callable[[int], StreamHandler] | None = None  # given how much to keep
     dropped: list[str] = field(default_factory=list)
     usage: Usage | None = None
     # For an estimate when the backend reports no counts (about 4 characters a token).
@@ -87,6 +103,25 @@ class Plan:
     @property
     def translating(self) -> bool:
         return self.mode == "translate"
+
+    @property
+    def streams(self) -> bool:
+        return self.make_stream is not None
+
+    def stream(self) -> StreamHandler:
+        assert self.make_stream is not None
+        return self.make_stream(self.keep)
+
+    def whole(self, data: bytes) -> bytes:
+        """The client's body for a whole answer; reads its usage (or its text, for an
+        estimate and the tokenizer) on the way."""
+        got = self.read_whole(data)
+        self.usage = got.usage
+        if got.text is not None:
+            self.answer_chars = len(got.text)
+            if got.usage is None and self.keep and len(got.text) <= self.keep:
+                self.answer_text = got.text
+        return got.body
 
     def estimate(self, handler: StreamHandler | None = None) -> Usage:
         """Token counts guessed from text, for a backend that gave none."""
@@ -212,27 +247,22 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
     plan = Plan("openai-pass", ctx.endpoint, msgspec.json.encode(body))
     plan.prompt_chars = prompt_chars(ctx.parsed)
     rename = _renamer(upstream_model, ctx.requested_model)
+    embeddings = ctx.endpoint == "/v1/embeddings"
 
-    def whole(data: bytes) -> bytes:
+    def whole(data: bytes) -> Whole:
+        usage = None
         try:
-            plan.usage = _usage_of(_usage_only.decode(data).usage)
+            usage = _usage_of(_usage_only.decode(data).usage)
         except (msgspec.DecodeError, msgspec.ValidationError):
             oa.parse_reply(data)  # raises the UpstreamError that names the problem
-        if plan.usage is None and ctx.endpoint != "/v1/embeddings":
-            reply = oa.parse_reply(data)
-            plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-            _keep_text(plan, reply)
-        return rename(data) if rename else data
+        text = None
+        if usage is None and not embeddings:
+            text = _reply_text(oa.parse_reply(data))
+        return Whole(rename(data) if rename else data, usage, text)
 
-    plan.whole = whole
-    plan.stream = lambda: _SSEPass(wants_usage, rename, plan.keep)
+    plan.read_whole = whole
+    plan.make_stream = lambda keep: _SSEPass(wants_usage, rename, keep)
     return plan
-
-
-def _keep_text(plan: Plan, reply: Reply) -> None:
-    if plan.keep:
-        text = _reply_text(reply)
-        plan.answer_text = text if len(text) <= plan.keep else None
 
 
 def _renamer(upstream: str, requested: str) -> Callable[[bytes], bytes] | None:
@@ -398,12 +428,10 @@ class _Translate:
         return None if self._kept is None else text_of(self._kept)
 
 
-def _reply_usage(plan: Plan, reply: Reply | EmbedReply) -> None:
+def _reply_usage(reply: Reply | EmbedReply) -> Usage | None:
     if isinstance(reply, EmbedReply):
-        if reply.prompt_tokens is not None:
-            plan.usage = Usage(reply.prompt_tokens, 0)
-    elif reply.usage is not None:
-        plan.usage = reply.usage
+        return None if reply.prompt_tokens is None else Usage(reply.prompt_tokens, 0)
+    return reply.usage
 
 
 def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
@@ -417,13 +445,12 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
         )
         fmt = req.encoding_format
 
-        def embed_whole(data: bytes) -> bytes:
+        def embed_whole(data: bytes) -> Whole:
             reply = ol.parse_embed_reply(data)
             reply.model = model
-            _reply_usage(plan, reply)
-            return oa.render_embed_reply(reply, encoding_format=fmt)
+            return Whole(oa.render_embed_reply(reply, encoding_format=fmt), _reply_usage(reply))
 
-        plan.whole = embed_whole
+        plan.read_whole = embed_whole
         return plan
     kind: Literal["chat", "completion"]
     if isinstance(req, ChatRequest):
@@ -439,15 +466,14 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
         oid = f"cmpl-{rid}"
     plan = Plan("translate", path, body, dropped=dropped, prompt_chars=prompt_chars(req))
 
-    def whole(data: bytes) -> bytes:
+    def whole(data: bytes) -> Whole:
         reply = ol.parse_reply(data, kind=kind)
         reply.model = model
-        _reply_usage(plan, reply)
-        plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-        return oa.render_reply(reply, kind=kind, id=oid, created=created)
+        body = oa.render_reply(reply, kind=kind, id=oid, created=created)
+        return Whole(body, _reply_usage(reply), _reply_text(reply))
 
-    plan.whole = whole
-    plan.stream = lambda: _Translate(
+    plan.read_whole = whole
+    plan.make_stream = lambda keep: _Translate(
         _SSE,
         ol.StreamDecoder(kind),
         oa.StreamEncoder(
@@ -469,13 +495,12 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
             "translate", "/v1/embeddings", body, dropped=dropped, prompt_chars=prompt_chars(ereq)
         )
 
-        def embed_whole(data: bytes) -> bytes:
+        def embed_whole(data: bytes) -> Whole:
             reply = oa.parse_embed_reply(data)
             reply.model = model
-            _reply_usage(plan, reply)
-            return ol.render_embed_reply(reply, legacy=legacy)
+            return Whole(ol.render_embed_reply(reply, legacy=legacy), _reply_usage(reply))
 
-        plan.whole = embed_whole
+        plan.read_whole = embed_whole
         return plan
     kind: Literal["chat", "completion"]
     creq: ChatRequest | CompletionRequest
@@ -499,21 +524,18 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
             )
     plan = Plan("translate", path, body, dropped=dropped, prompt_chars=prompt_chars(creq))
 
-    def whole(data: bytes) -> bytes:
+    def whole(data: bytes) -> Whole:
         reply = oa.parse_reply(data)
         reply.model = model
-        _reply_usage(plan, reply)
-        plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-        if plan.usage is None:
-            _keep_text(plan, reply)
-        return ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
+        body = ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
+        return Whole(body, _reply_usage(reply), _reply_text(reply))
 
-    plan.whole = whole
-    plan.stream = lambda: _Translate(
+    plan.read_whole = whole
+    plan.make_stream = lambda keep: _Translate(
         b"application/x-ndjson",
         oa.StreamDecoder(),
         ol.StreamEncoder(kind, model=model, created_at=now_rfc3339()),
         lambda enc: enc.end(),
-        plan.keep,
+        keep,
     )
     return plan

@@ -299,7 +299,7 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
                 await relay_stream(ctx, resp, watchdog)
             else:
                 await relay_whole(ctx, resp, watchdog)
-        elif ctx.stream and plan.stream is not None:
+        elif ctx.stream and plan.streams:
             await relay_handled_stream(ctx, resp, watchdog, plan, plan.stream())
         else:
             await relay_planned_whole(ctx, resp, watchdog, plan)
