@@ -21,7 +21,7 @@ class UsageConfig(_Section):
         default=0.5, description="Longest a journaled request waits before its batch is written."
     )
     batch_max: int = Field(
-        default=500, ge=1, le=10_000, description="Most rows written in one transaction."
+        default=500, ge=1, le=10_000, description="Most rows read from the journal in one batch."
     )
     tokenize: bool = Field(
         default=True,
