@@ -17,6 +17,7 @@ from corral.adapters.store.request_audit import ContentLine
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
 from corral.app.content_audit import ContentAudit, Retention
+from corral.app.counting import TokenCounter
 from corral.app.logbuffer import LogBuffer
 from corral.app.nodes import NodeRegistry
 from corral.app.workers import WorkerPool
@@ -149,6 +150,8 @@ class Gateway:
         self.nodes = NodeRegistry(self)
         # Spawned workers (settings.workers): started with the gateway, stopped with it.
         self.workers = WorkerPool(self, settings.workers) if settings.workers.enabled else None
+        # Counts, with the backend's tokenizer, the tokens of answers that came without.
+        self.counter = TokenCounter(self, timeout_s=settings.usage.tokenize_timeout_s)
 
     def add_backend(
         self,
@@ -209,6 +212,14 @@ class Gateway:
         for listener in self.usage_listeners:
             listener(record)
 
+    def amend(self, record: UsageRecord) -> None:
+        """``record``, already recorded, now has better counts (from the backend's
+        tokenizer): the ledger's row is updated, not added to. The record was changed in
+        place, so `usage` shows the new counts too."""
+        if self.ledger is not None:
+            backend = self.fleet.backends.get(record.backend) if record.backend else None
+            self.ledger.append(record, backend.kind if backend is not None else None, amend=True)
+
     async def start(self) -> None:
         self.nodes.load_token()  # before anything opens: a bad token file stops the start
         logging.getLogger().addHandler(self.logs)
@@ -264,6 +275,8 @@ class Gateway:
         if self.workers is not None:  # first: they leave the fleet, then their processes end
             await self.workers.stop()
         await self.nodes.stop()
+        # Counts under way go into the ledger before it closes (and need the transports).
+        await self.counter.drain(self.settings.usage.tokenize_timeout_s)
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()

@@ -31,7 +31,7 @@ from corral.app.asgi import (
 )
 from corral.core.errors import CorralError
 from corral.core.types import RouteDecision
-from corral.core.usage import UsageRecord
+from corral.core.usage import UsageRecord, UsageSource
 
 if TYPE_CHECKING:
     from corral.adapters.store.keycache import Identity
@@ -79,6 +79,9 @@ class RequestContext:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     usage_estimated: bool = False
+    usage_source: UsageSource | None = None
+    # Set when the counts are an estimate the backend's tokenizer may replace (a CountJob).
+    count_job: Any = None
     load_duration_s: float | None = None
     error: str | None = None
     schema: Any = None  # a SchemaCheck when the request asked for structured output
@@ -195,7 +198,10 @@ class Pipeline:
                 except Exception:  # the usage row goes in without it
                     log.exception("auditing request %s failed", rid)
             with contextlib.suppress(Exception):
-                gw.record(_usage(ctx), content)
+                record = _usage(ctx)
+                gw.record(record, content)
+                if ctx.count_job is not None:
+                    gw.counter.submit(record, ctx.count_job)  # amends the record later
 
 
 def request_id(scope: Scope) -> str:
@@ -221,6 +227,7 @@ def _usage(ctx: RequestContext) -> UsageRecord:
         prompt_tokens=ctx.prompt_tokens,
         completion_tokens=ctx.completion_tokens,
         usage_estimated=ctx.usage_estimated,
+        usage_source=ctx.usage_source,
         load_duration_s=ctx.load_duration_s,
         attempts=ctx.attempts,
         error=ctx.error,

@@ -288,3 +288,39 @@ async def test_a_drain_commits_every_byte_capped_batch(store: Store, tmp_path: P
         log.append(record(i))
     await log.stop()  # each batch holds a line or two; the drain goes on to the end
     assert await rows(store) == {f"req-{i}": 1 for i in range(20)}
+
+
+async def test_an_amendment_updates_its_row_in_the_same_batch_or_a_later_one(
+    store: Store, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journal"
+    log = UsageLog(store, Journal(directory))
+    await log.start()
+    early, late = record(1), record(2)
+    for rec in (early, late):
+        rec.usage_estimated, rec.usage_source = True, "estimated"
+        log.append(rec, "openai")
+    early.prompt_tokens, early.completion_tokens = 31, 7  # the tokenizer's count
+    early.usage_estimated, early.usage_source = False, "tokenized"
+    log.append(early, "openai", amend=True)  # in the same batch as its row
+    await log.commit_batch()
+    late.prompt_tokens, late.completion_tokens = 44, 9
+    late.usage_estimated, late.usage_source = False, "tokenized"
+    log.append(late, "openai", amend=True)  # after its row is in the database
+    await log.stop()
+    assert await rows(store) == {"req-1": 1, "req-2": 1}
+    async with store.read() as session:
+        got = (await session.scalars(select(UsageRow).order_by(UsageRow.request_id))).all()
+    assert [
+        (r.prompt_tokens, r.completion_tokens, r.tokens_estimated, r.tokens_source) for r in got
+    ] == [(31, 7, False, "tokenized"), (44, 9, False, "tokenized")]
+
+
+async def test_an_amendment_whose_row_was_lost_writes_the_row(store: Store, tmp_path: Path) -> None:
+    log = UsageLog(store, Journal(tmp_path / "journal"))
+    await log.start()
+    rec = record(3)
+    rec.usage_source = "tokenized"
+    log.append(rec, "openai", amend=True)
+    await log.stop()
+    assert await rows(store) == {"req-3": 1}

@@ -79,9 +79,14 @@ async def test_an_abandoned_stream_is_charged_the_tokens_it_streamed(budgeted: B
         await until(lambda: gw.fleet.backends["sim0"].in_flight == 0)
     await until(lambda: gw.usage[-1].client_gone)
     spent = budgeted.spent("leaver")
-    streamed = spent - prompt_estimate
-    assert 40 <= streamed < 120, (spent, prompt_estimate)  # what it got, not all 400
-    assert gw.usage[-1].completion_tokens is None  # no counts came: the meter's count stands
+    # No counts came: the record holds an estimate, the prompt's and the tokens the meter
+    # saw streamed, and that is the charge too.
+    rec = gw.usage[-1]
+    assert rec.usage_source == "estimated"
+    assert rec.prompt_tokens is not None and rec.completion_tokens is not None
+    assert 40 <= rec.completion_tokens < 120, rec  # what it got, not all 400
+    assert rec.prompt_tokens < prompt_estimate  # its text, not the whole body, a token per 4
+    assert spent == rec.prompt_tokens + rec.completion_tokens
     # The charge reaches the store on the next reload.
     user = await get_user(budgeted.store, "leaver")
     start = period_bounds("month", datetime.now(UTC))[0]

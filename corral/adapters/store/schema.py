@@ -214,6 +214,8 @@ class UsageRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How the counts were had: "reported", "tokenized" or "estimated" (NULL: none).
+    tokens_source: Mapped[str | None] = mapped_column(String(16))
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[int] = mapped_column(Integer)

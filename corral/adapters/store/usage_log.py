@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal, Position
-from corral.adapters.store.ledger import record_usage_batch
+from corral.adapters.store.ledger import amend_usage_counts, record_usage_batch
 from corral.adapters.store.records import UsageEntry, usage_entry
 from corral.adapters.store.request_audit import (
     ContentLine,
@@ -38,14 +38,21 @@ __all__ = ["UsageLine", "UsageLog"]
 
 log = logging.getLogger("corral.ledger")
 
+_SLICE = 100  # rows per transaction within a batch
+
 
 class UsageLine(msgspec.Struct, omit_defaults=True):
     """One journal line: the gateway's record, the dialect the backend spoke, and what
-    the request audit keeps of it (``audit.content``), which becomes its own row."""
+    the request audit keeps of it (``audit.content``), which becomes its own row.
+
+    ``amend``: the record was written before and now has better counts (the backend's
+    tokenizer counted what it had not reported); its row is updated, not added.
+    """
 
     record: UsageRecord
     dialect_out: str | None = None
     content: ContentLine | None = None
+    amend: bool = False
 
 
 class UsageLog:
@@ -86,10 +93,13 @@ class UsageLog:
         record: UsageRecord,
         dialect_out: str | None = None,
         content: ContentLine | None = None,
+        *,
+        amend: bool = False,
     ) -> None:
         """The hot path: one encode, one ``write`` call."""
         try:
-            self.journal.append(self._encode(UsageLine(record, dialect_out, content)) + b"\n")
+            line = UsageLine(record, dialect_out, content, amend)
+            self.journal.append(self._encode(line) + b"\n")
         except OSError as exc:  # a full or failing disk: the request itself went fine
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
@@ -150,8 +160,14 @@ class UsageLog:
             )
             if after == self._position:
                 return 0, 0, False
-            entries = self._entries(raw)
-            added = await self._write(entries) if entries else 0
+            added = 0
+            # In slices, one transaction each: decoding, building and preparing rows holds
+            # the event loop (and so every open stream) for as long as they take, ~5 ms
+            # per 300 rows here. A crash between slices is harmless: the replay skips the
+            # rows already in, and an amendment never precedes its row in the journal.
+            for start in range(0, len(raw), _SLICE):
+                entries = self._entries(raw[start : start + _SLICE])
+                added += await self._write(entries) if entries else 0
             # Moving the checkpoint after the commit: a crash between the two replays
             # this batch, and the database skips rows it already has.
             await asyncio.to_thread(self.journal.commit, after)
@@ -172,26 +188,38 @@ class UsageLog:
     async def _write(self, lines: list[UsageLine]) -> int:
         names = {line.record.user for line in lines if line.record.user is not None}
         ids = await self._user_ids(names) if names else {}
+
+        def entry(line: UsageLine) -> UsageEntry:
+            return usage_entry(
+                line.record,
+                user_id=ids.get(line.record.user) if line.record.user else None,
+                key_prefix=line.record.key_prefix,
+                dialect_out=line.dialect_out,
+            )
+
         pairs = [
             (
-                usage_entry(
-                    line.record,
-                    user_id=ids.get(line.record.user) if line.record.user else None,
-                    key_prefix=line.record.key_prefix,
-                    dialect_out=line.dialect_out,
-                ),
+                entry(line),
                 None if line.content is None else request_audit_entry(line.record, line.content),
             )
             for line in lines
+            if not line.amend
         ]
+        amends = [entry(line) for line in lines if line.amend]
         try:
-            return await record_usage_batch(
+            added = await record_usage_batch(
                 self.store,
                 [entry for entry, _ in pairs],
                 [audit for _, audit in pairs if audit is not None],
             )
         except BadRequest:
-            return await self._write_one_by_one(pairs)
+            added = await self._write_one_by_one(pairs)
+        if amends:  # after the rows they amend, which may be in this same batch
+            try:
+                await amend_usage_counts(self.store, amends)
+            except BadRequest as exc:
+                log.error("usage amendments refused and dropped: %s", exc)
+        return added
 
     async def _write_one_by_one(
         self, pairs: list[tuple[UsageEntry, RequestAuditEntry | None]]
