@@ -84,7 +84,16 @@ class Target:
     auth: str | None = None
 
 
-def corral_target(max_concurrency: int | None, api: str = "ollama", auth: bool = False) -> Target:
+def _cli(exe: str, env: dict[str, str], *args: str) -> str:
+    made = subprocess.run(
+        [exe, *args], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    return made.stdout.strip()
+
+
+def corral_target(
+    max_concurrency: int | None, api: str = "ollama", auth: bool = False, limits: bool = False
+) -> Target:
     exe = REPO / ".venv" / "bin" / "corral"
     exe_s = str(exe) if exe.exists() else (shutil.which("corral") or "corral")
     argv = [exe_s, "serve", "--port", "{port}", "--log-level", "warning"]
@@ -92,17 +101,26 @@ def corral_target(max_concurrency: int | None, api: str = "ollama", auth: bool =
     # The gateway's database and secret live in the temp dir, never the real home's.
     env = {"CORRAL_DATA_DIR": str(cwd)}
     key = None
-    if auth:  # API keys on: one user's key, made with the CLI, sent by wrk (BENCH_AUTH)
-        made = subprocess.run(
-            [exe_s, "users", "create", "bench"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=True,
+    if limits:  # every limit on, none reached: the admit stage's whole path each request
+        _cli(exe_s, env, "users", "create", "bench", "--no-key", "--max-concurrent", "100000")
+        key = _cli(
+            exe_s,
+            env,
+            "keys",
+            "create",
+            "--user",
+            "bench",
+            "--rpm",
+            "100000000",
+            "--tpm",
+            "1000000000",
         )
-        key = made.stdout.strip()
+        _cli(exe_s, env, "quota", "set", "--user", "bench", "--tokens", "1000000000000")
         env["CORRAL_AUTH__MODE"] = "on"
-    suffix = "-auth" if auth else ""
+    elif auth:  # API keys on: one user's key, made with the CLI, sent by wrk (BENCH_AUTH)
+        key = _cli(exe_s, env, "users", "create", "bench")
+        env["CORRAL_AUTH__MODE"] = "on"
+    suffix = "-limits" if limits else ("-auth" if auth else "")
     if max_concurrency is None:  # as shipped: --backend URL (4 slots for an Ollama backend)
         return Target(f"corral{suffix}", [*argv, "--backend", "{backend}"], api, env, cwd, key)
     env["CORRAL_BACKENDS"] = json.dumps([{"url": "{backend}", "max_concurrency": max_concurrency}])
@@ -478,6 +496,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--auth", action="store_true", help="Corral with API keys on (a key made by the CLI)"
     )
+    ap.add_argument(
+        "--limits",
+        action="store_true",
+        help="Corral with API keys and every limit on (rpm, tpm, concurrency, budget; none "
+        "reached), the usage journal on as shipped",
+    )
     ap.add_argument("--modes", default="nonstream,stream", help="nonstream,stream")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per side")
@@ -511,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.litellm:
         target = litellm_target(args)
     else:
-        target = corral_target(args.corral_slots, args.api or "ollama", auth=args.auth)
+        target = corral_target(
+            args.corral_slots, args.api or "ollama", auth=args.auth, limits=args.limits
+        )
     if args.name:
         target.name = args.name
     if not shutil.which("wrk") or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):

@@ -3,6 +3,7 @@
     .venv/bin/python bench/streams.py            # all four cases, ~4-5 minutes
     .venv/bin/python bench/streams.py --quick    # shorter windows, under 90 s
     .venv/bin/python bench/streams.py --cases ollama-pass --levels 100
+    .venv/bin/python bench/streams.py --auth     # API keys and a budget: streams charged
 
 Layout (2 cores): Corral is pinned to core 0, alone. The paced backend
 (bench/stream_backend.py: 50 chunks at 20 ms by default, one timer for all streams) and
@@ -99,6 +100,10 @@ CASE_ALIASES |= {"openai-ollama": "openai→ollama", "ollama-openai": "ollama→
 # ---- the load generator ----------------------------------------------------------
 
 
+# With --auth: the API key each gateway (by port) was given, sent with every request.
+KEYS: dict[int, str] = {}
+
+
 def request_bytes(dialect: str, port: int) -> bytes:
     content = "Write a long answer about streaming benchmarks."
     if dialect == "ollama":
@@ -117,8 +122,9 @@ def request_bytes(dialect: str, port: int) -> bytes:
             "stream_options": {"include_usage": True},
         }
     data = json.dumps(body, separators=(",", ":")).encode()
+    auth = f"Authorization: Bearer {KEYS[port]}\r\n" if port in KEYS else ""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     )
     return head.encode() + data
@@ -383,7 +389,9 @@ class Rig:
     def start_gateway(self, case: Case) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         scheme = "openai+http" if case.backend == "openai" else "http"
-        config = self.workdir / f"corral-{case.backend}.yaml"
+        config = self.workdir / f"corral-{case.backend}-{port}.yaml"
+        # The store, never the real home's; one per gateway (a journal has one owner).
+        data = self.workdir / f"data-{port}"
         config.write_text(
             "backends:\n"
             f"  - url: {scheme}://127.0.0.1:{self.backend_port}\n"
@@ -391,8 +399,10 @@ class Rig:
             "limits:\n"
             f"  max_streams: {self.args.max_concurrency}\n"
             "log_level: warning\n"
-            f"data_dir: {self.workdir / 'data'}\n"  # the store, never the real home's
+            f"data_dir: {data}\n" + ("auth:\n  mode: 'on'\n" if self.args.auth else "")
         )
+        if self.args.auth:
+            KEYS[port] = self.make_key(data)
         argv = [corral_exe(), "serve", "--port", str(port), "--config", str(config)]
         print(f"  starting: {shlex.join(pin(argv, self.gw_cpus))}", flush=True)
         log = self.workdir / f"corral-{case.backend}.log"
@@ -405,9 +415,10 @@ class Rig:
             env["GCPROBE_OUT"] = str(self.workdir / f"gc-{port}.json")
         proc = self.children.start(pin(argv, self.gw_cpus), log=log, cwd=self.workdir, env=env)
         path = "/api/tags" if case.client == "ollama" else "/v1/models"
+        headers = {"Authorization": f"Bearer {KEYS[port]}"} if port in KEYS else {}
         try:
             wait_until(
-                lambda: b"bench" in http_get(f"http://127.0.0.1:{port}{path}"),
+                lambda: b"bench" in http_get(f"http://127.0.0.1:{port}{path}", headers),
                 self.args.ready_timeout,
                 "corral",
                 lambda: proc.poll() is None,
@@ -416,6 +427,21 @@ class Rig:
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
         return proc, port
+
+    def make_key(self, data: Path) -> str:
+        """A user with a key and a token budget too large to refuse: the gateway
+        authenticates, admits and charges every stream as it goes."""
+        key = _cli(data, "users", "create", "bench")
+        _cli(data, "quota", "set", "--user", "bench", "--tokens", str(10**15))
+        return key
+
+
+def _cli(data: Path, *argv: str) -> str:
+    env = {**os.environ, "CORRAL_DATA_DIR": str(data)}
+    done = subprocess.run(
+        [corral_exe(), *argv], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
 
 
 async def one_stream(port: int, dialect: str) -> dict[str, Any]:
@@ -817,6 +843,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gateway-cpus", default="0")
     ap.add_argument("--load-cpus", default="1", help="CPUs of the backend and the clients")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument(
+        "--auth",
+        action="store_true",
+        help="API keys on, with a token budget: every stream is admitted and charged as it goes",
+    )
     ap.add_argument("--ready-timeout", type=float, default=30.0)
     ap.add_argument("--max-seconds", type=float, default=0, help="hard stop (default 2x plan)")
     ap.add_argument("--out", type=Path)

@@ -39,6 +39,7 @@ async def run(
     rig = bench.rig
     rig.start_backend()
     results: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    per_stream: dict[str, int] = {}  # chunks in one stream, as the client counts them
     try:
         for name in args.cases:
             case = streams.CASES[name]
@@ -53,6 +54,7 @@ async def run(
                 check = await streams.one_stream(port, case.client)
                 if not check["clean"]:
                     raise RuntimeError(f"{tree}: a stream through Corral failed: {check}")
+                per_stream[name] = check["chunks"]
             for load in ab.loads.split(","):
                 n, interval = load.split("x")
                 for rep in range(ab.reps):
@@ -64,6 +66,7 @@ async def run(
                         bench.log(f"{name} {load} direct", r)
                     for tree, proc, port in gateways if rep % 2 == 0 else gateways[::-1]:
                         r = await bench.paced(port, case.client, int(n), float(interval), proc.pid)
+                        r["kept_up"] = kept_up(r, int(n), float(interval), per_stream[name], args)
                         results.setdefault((name, load, tree), []).append(r)
                         bench.log(f"{name} {load} {tree}", r)
             for tree, proc, port in gateways:
@@ -78,6 +81,17 @@ async def run(
     finally:
         rig.children.stop_all()
     return results
+
+
+def kept_up(
+    r: dict[str, Any], streams: int, interval_ms: float, per_stream: int, args: argparse.Namespace
+) -> float:
+    """Chunks the clients got ÷ chunks the backend offered in the window. Well under 100%
+    means something fell behind (on a shared machine, often the rig itself): chunks then
+    arrive in bunches and the CPU per chunk of that window reads low."""
+    length_ms = args.first_ms + (args.chunks + 1) * interval_ms
+    offered = streams * per_stream / length_ms * 1000
+    return float(r["chunks_per_s"]) / offered
 
 
 def main() -> int:
@@ -102,18 +116,20 @@ def main() -> int:
     results = (uvloop.run if uvloop is not None else asyncio.run)(run(ab, args, trees))
     print(
         "\n| case | load | tree | µs/chunk per run | median | usr | sys "
-        "| inter-chunk p99 ms | first chunk p99 ms |"
+        "| inter-chunk p99 ms | first chunk p99 ms | kept up |"
     )
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for (name, load, tree), rs in results.items():
         us = [r.get("gw_cpu_us_per_chunk", 0.0) for r in rs]
+        kept = [r.get("kept_up", 0.0) for r in rs]
         print(
             f"| {name} | {load} | {tree} | {' '.join(f'{u:.1f}' for u in us)} "
             f"| {statistics.median(us):.1f} "
             f"| {statistics.median(r.get('gw_user_us_per_chunk', 0.0) for r in rs):.1f} "
             f"| {statistics.median(r.get('gw_sys_us_per_chunk', 0.0) for r in rs):.1f} "
             f"| {statistics.median(r['icd_ms'][99] for r in rs):.2f} "
-            f"| {statistics.median(r['ttft_ms'][99] for r in rs):.1f} |"
+            f"| {statistics.median(r['ttft_ms'][99] for r in rs):.1f} "
+            f"| {' '.join(f'{k:.0%}' for k in kept)} |"
         )
         for r in rs:
             if r.get("gc"):

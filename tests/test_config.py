@@ -197,10 +197,10 @@ def test_log_level_is_case_insensitive() -> None:
         ("http://gpu1:11434", "http://gpu1:11434", "ollama", "gpu1:11434"),
         ("http://gpu1:11434/", "http://gpu1:11434", "ollama", "gpu1:11434"),
         ("ollama+http://gpu1:11434", "http://gpu1:11434", "ollama", "gpu1:11434"),
-        ("openai+http://vllm:8000/v1/", "http://vllm:8000/v1", "openai", "vllm:8000"),
+        ("openai+http://vllm:8000/v1/", "http://vllm:8000", "openai", "vllm:8000"),
         (
             "openai+https://api.example.com/v1",
-            "https://api.example.com/v1",
+            "https://api.example.com",
             "openai",
             "api.example.com:443",
         ),
@@ -779,4 +779,40 @@ def test_docs_example_file_loads(tmp_path: Path) -> None:
         "gpu2",
         "vllm",
         "10.0.1.13:11434",
+    ]
+
+
+def test_request_audit_is_off_by_default_and_needs_the_usage_journal(tmp_path: Path) -> None:
+    a = load_settings(environ={}).audit
+    assert (a.content, a.retention_days, a.purge_interval_s, a.max_text_chars) == (
+        "off",
+        30,
+        3600,
+        100_000,
+    )
+    on = load_settings(environ={"CORRAL_AUDIT__CONTENT": "full"}).audit
+    assert on.content == "full"
+    (problem,) = load_problems(tmp_path, "audit:\n  content: metadata\nusage:\n  journal: false\n")
+    assert "audit.content is metadata but usage.journal is false" in problem
+    (level,) = load_problems(tmp_path, "audit:\n  content: everything\n")
+    assert level.startswith("corral.yaml:2: audit.content:")
+    (days,) = load_problems(tmp_path, "audit:\n  retention_days: 0\n")
+    assert "audit.retention_days" in days
+
+
+def test_an_openai_base_url_ending_in_v1_is_the_servers_root() -> None:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "backends": [
+                "openai+http://vllm:8000/v1",
+                {"url": "http://proxy:8080/llm/v1/", "kind": "openai"},
+                "http://ollama:11434/v1",  # an Ollama path is left as given
+            ]
+        },
+    )
+    assert [b.url for b in settings.backends] == [
+        "http://vllm:8000",
+        "http://proxy:8080/llm",
+        "http://ollama:11434/v1",
     ]

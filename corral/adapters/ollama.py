@@ -115,14 +115,29 @@ def decode_request(endpoint: str, body: bytes) -> _Base:
     return req
 
 
+class _Said(msgspec.Struct, forbid_unknown_fields=False):
+    content: str | None = None
+    thinking: str | None = None
+
+
 class Final(msgspec.Struct, forbid_unknown_fields=False):
-    """The counts on Ollama's last chunk (``done: true``)."""
+    """The counts on Ollama's last chunk (``done: true``), and its text: all of a whole
+    answer's, for an estimate when the counts are missing."""
 
     done: bool = False
     prompt_eval_count: int | None = None
     eval_count: int | None = None
     load_duration: int | None = None
     error: str | None = None
+    response: str | None = None
+    thinking: str | None = None
+    message: _Said | None = None
+
+    def text_chars(self) -> int:
+        said = self.message
+        if said is not None:
+            return len(said.content or "") + len(said.thinking or "")
+        return len(self.response or "") + len(self.thinking or "")
 
 
 _final = msgspec.json.Decoder(Final)

@@ -5,20 +5,29 @@ aiohttp spends several Python layers per chunk read (its stream reader, a re-ent
 httptools parser's body pieces straight to one waiting reader: one future per wake-up,
 and everything buffered by then is taken at once. Keep-alive connections are pooled
 per backend; a connection is reused only after a complete answer that allows it.
+
+``RawResponse.pipe`` goes one step further for the relay: the body pieces go to a
+callback run inside the protocol's ``data_received``, so a relayed chunk costs no
+future, no task wake-up and no coroutine frames; the waiting task wakes only when the
+answer ends, fails, or the callback asks it to (a client that reads too slowly).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["RawPool", "RawResponse"]
+__all__ = ["RawPool", "RawResponse", "Sink"]
 
 _HIGH_WATER = 1 << 18  # stop reading the backend while this much waits for the client
+
+# Takes each body piece as it arrives; False asks the piping task to look (and stops
+# the piping until it calls ``pipe`` again).
+Sink = Callable[[bytes], bool]
 
 
 class _Conn(asyncio.Protocol):
@@ -45,6 +54,8 @@ class _Conn(asyncio.Protocol):
         self.got_headers = False
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
+        self.sink: Sink | None = None
+        self.sink_error: BaseException | None = None
 
     def abort(self) -> None:
         self.lost = True
@@ -65,10 +76,35 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.error = ConnectionError(f"backend sent bad HTTP: {exc}")
             self.abort()
-        if self.size > _HIGH_WATER and not self.paused and self.transport is not None:
+        sink = self.sink
+        if sink is not None:
+            if self.body:
+                try:
+                    more = sink(self.take())
+                except Exception as exc:  # raised again in the piping task
+                    self.sink_error = exc
+                    more = False
+                if not more:
+                    self.sink = None
+                    self._pause()
+                    self._wake()
+                    return
+            if self.complete or self.error is not None:
+                self._wake()
+            return
+        if self.size > _HIGH_WATER:
+            self._pause()
+        self._wake()
+
+    def _pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.complete:
             self.paused = True
             self.transport.pause_reading()
-        self._wake()
+
+    def _resume(self) -> None:
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -115,11 +151,10 @@ class _Conn(asyncio.Protocol):
     def take(self) -> bytes:
         body = self.body
         data = body[0] if len(body) == 1 else b"".join(body)
-        self.body = []
+        body.clear()  # the same list again: no new object for the collector per piece
         self.size = 0
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused and self.sink is None:
+            self._resume()
         return data
 
 
@@ -151,6 +186,36 @@ class RawResponse:
                 raise conn.error
             else:
                 await conn.wait()
+
+    async def pipe(self, sink: Sink) -> bool:
+        """Hand the body to ``sink`` piece by piece as it arrives, from the protocol's
+        callback. True once the body is complete; False when ``sink`` returned False
+        (reading from the backend is paused until ``pipe`` is called again). A
+        connection error, or an exception ``sink`` raised, is raised here."""
+        conn = self._conn
+        if conn.body and not sink(conn.take()):
+            return False
+        if conn.complete:
+            return True
+        if conn.error is not None:
+            raise conn.error
+        conn.sink = sink
+        conn._resume()
+        try:
+            await conn.wait()
+        finally:
+            conn.sink = None
+        if conn.sink_error is not None:
+            error, conn.sink_error = conn.sink_error, None
+            conn.abort()  # the rest of this answer is unread
+            raise error
+        if conn.body and not sink(conn.take()):  # the last pieces came with the end
+            return False
+        if conn.complete:
+            return True
+        if conn.error is not None:
+            raise conn.error
+        return False
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])

@@ -49,13 +49,13 @@ def agent(
     ] = "ollama",
     node_id: Annotated[
         str | None,
-        typer.Option(help="The node's id, also its backend's name [default: the host name]."),
+        typer.Option(help="The node's id, also its backend's name \\[default: the host name]."),
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 10.0,
     advertise_url: Annotated[
         str | None,
         typer.Option(
-            help="The URL the gateway should use for this node [default: the relay's URL "
+            help="The URL the gateway should use for this node \\[default: the relay's URL "
             "with --relay, else the engine's]."
         ),
     ] = None,
@@ -73,7 +73,7 @@ def agent(
     max_concurrency: Annotated[
         int | None,
         typer.Option(
-            help="Requests the gateway sends this node at once [default: the gateway's, "
+            help="Requests the gateway sends this node at once \\[default: the gateway's, "
             "4 for ollama, 32 for openai]."
         ),
     ] = None,

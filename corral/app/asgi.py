@@ -9,11 +9,13 @@ from typing import Any
 from corral.core.errors import CorralError, PayloadTooLarge
 
 __all__ = [
+    "DirectBody",
     "Message",
     "Receive",
     "Scope",
     "Send",
     "Watchdog",
+    "direct_body",
     "read_body",
     "send_error",
     "send_response",
@@ -100,6 +102,58 @@ async def watch_disconnect(receive: Receive, on_gone: Callable[[], None]) -> Non
         if message["type"] == "http.disconnect":
             on_gone()
             return
+
+
+class DirectBody:
+    """Writes a streamed response's body pieces straight to uvicorn's transport.
+
+    Each piece framed as an HTTP/1.1 chunk exactly as uvicorn's ``send`` frames it, but
+    with no ASGI message, no coroutine and no await: it can run inside the upstream
+    protocol's callback (see ``RawResponse.pipe``). The response's start and its end
+    still go through ``send``, which keeps uvicorn's own state right.
+    """
+
+    __slots__ = ("_cycle", "_flow", "_write")
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._flow = cycle.flow
+        self._write = cycle.transport.write
+
+    def write(self, data: bytes) -> bool:
+        """Send one piece (never an empty one: that would end the body); False when the
+        client is not keeping up, so the caller stops reading until ``drain``."""
+        if not self._cycle.disconnected:
+            self._write(b"%x\r\n%b\r\n" % (len(data), data))
+        return not self._flow.write_paused
+
+    async def drain(self) -> None:
+        """Wait until the client has taken enough of what was written (or left)."""
+        if self._flow.write_paused and not self._cycle.disconnected:
+            await self._flow.drain()
+
+
+_UVICORN_CYCLE = "uvicorn.protocols.http.httptools_impl"
+
+
+def direct_body(send: Send) -> DirectBody | None:
+    """A `DirectBody` for a response already started through ``send``, when ``send`` is
+    uvicorn's own (httptools) and the body is chunked; None otherwise (another server,
+    a wrapping middleware such as CORS, HTTP/1.0): then every piece goes through ``send``.
+    """
+    cycle: Any = getattr(send, "__self__", None)
+    if (
+        cycle is None
+        or type(cycle).__module__ != _UVICORN_CYCLE
+        or getattr(cycle, "chunked_encoding", None) is not True
+        or not getattr(cycle, "response_started", False)
+        or getattr(cycle, "response_complete", True)
+        or cycle.scope.get("method") == "HEAD"
+        or not hasattr(cycle, "flow")
+        or not hasattr(cycle, "transport")
+    ):
+        return None
+    return DirectBody(cycle)
 
 
 class Watchdog:

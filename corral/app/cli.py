@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import typer
 
 from corral import __version__
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "register_commands"]
 
 app = typer.Typer(
     name="corral",
@@ -25,9 +26,9 @@ app = typer.Typer(
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")
+        str | None, typer.Option(help="Interface to listen on \\[default: 127.0.0.1].")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [default: 8088].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port \\[default: 8088].")] = None,
     backend: Annotated[
         list[str] | None,
         typer.Option(
@@ -57,7 +58,7 @@ def serve(
         ),
     ] = False,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error [default: info].")
+        str | None, typer.Option(help="debug, info, warning or error \\[default: info].")
     ] = None,
 ) -> None:
     """Run the gateway."""
@@ -117,8 +118,16 @@ def _register_admin() -> None:
 
 
 def _register_ctl() -> None:
+    from corral.app.ctl import backends, config, models, queue, workers
+    from corral.app.ctl.status import status
     from corral.app.ctl.trying import chat, generate
 
+    app.command("status")(status)
+    app.add_typer(backends.app, name="backends")
+    app.add_typer(models.app, name="models")
+    app.add_typer(workers.app, name="workers")
+    app.add_typer(queue.app, name="queue")
+    app.add_typer(config.app, name="config")
     app.command("chat")(chat)
     app.command("generate")(generate)
 
@@ -129,6 +138,36 @@ def _register_agent() -> None:
     app.command("agent")(agent)
 
 
+# The command groups by the name that runs them: a command run from the shell imports
+# only its own group (the simulator, the store and the benchmark cost about a second
+# of imports, which `corral status` has no use for).
+_GROUPS: dict[str, Callable[[], None]] = {
+    "sim": _register_sim,
+    "bench": _register_bench,
+    "db": _register_db,
+    **dict.fromkeys(("users", "groups", "keys", "quota"), _register_admin),
+    **dict.fromkeys(
+        ("status", "backends", "models", "workers", "queue", "config", "chat", "generate"),
+        _register_ctl,
+    ),
+    "agent": _register_agent,
+}
+_BUILT_IN = frozenset({"serve", "version"})
+
+
+def register_commands(argv: Sequence[str]) -> None:
+    """Register the group that ``argv`` (the arguments after ``corral``) runs, or every
+    group when it names none of them (``--help``, no argument, a mistyped command)."""
+    first = argv[0] if argv else None
+    if first in _BUILT_IN:
+        return
+    if first in _GROUPS:
+        _GROUPS[first]()
+        return
+    for register in dict.fromkeys(_GROUPS.values()):  # each once, in order
+        register()
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -137,10 +176,5 @@ def main() -> None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # httpx announces every request at INFO: the remote commands print their own output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    _register_sim()
-    _register_bench()
-    _register_db()
-    _register_admin()
-    _register_ctl()
-    _register_agent()
+    register_commands(sys.argv[1:])
     app()

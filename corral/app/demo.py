@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from corral.app.gateway import Gateway
+from corral.config.models import BackendConfig
 from corral.core.types import BackendKind
 from corral.engines.llamacpp import start_llamacpp_async
 from corral.engines.tinymodel import cached_tiny_model
@@ -62,7 +63,10 @@ async def start_demo_fleet(gw: Gateway) -> None:
     gw.demo_nodes.extend(nodes)
     for node, spec in zip(nodes, specs, strict=True):
         kind: BackendKind = "openai" if isinstance(spec, VllmSpec) else "ollama"
-        gw.fleet.add(node.name, node.url, kind=kind, max_concurrency=4)
+        gw.add_backend(
+            BackendConfig(name=node.name, url=node.url, kind=kind, max_concurrency=4),
+            origin="demo",
+        )
         log.info("demo node %s (%s) on %s", node.name, kind, node.url)
     await _start_llamacpp(gw)
 
@@ -78,7 +82,9 @@ async def _start_llamacpp(gw: Gateway) -> None:
         log.warning("demo: llama.cpp engine not started (%s); continuing without it", exc)
         return
     gw.demo_engines.append(engine)
-    gw.fleet.add(name, engine.url, kind="openai", max_concurrency=2)
+    gw.add_backend(
+        BackendConfig(name=name, url=engine.url, kind="openai", max_concurrency=2), origin="demo"
+    )
     log.info("demo node %s (llama.cpp, model %s) on %s", name, alias, engine.url)
 
 

@@ -13,8 +13,11 @@ from corral.adapters.images import ImageFetcher
 from corral.adapters.store.backends import backend_config, list_backends
 from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal
+from corral.adapters.store.request_audit import ContentLine
 from corral.adapters.store.usage_log import UsageLog
 from corral.app.auth import Auth, database_url
+from corral.app.content_audit import ContentAudit, Retention
+from corral.app.counting import TokenCounter
 from corral.app.logbuffer import LogBuffer
 from corral.app.nodes import NodeRegistry
 from corral.app.workers import WorkerPool
@@ -132,6 +135,9 @@ class Gateway:
         # The usage ledger (usage.journal): each record is journaled, then batched into
         # the store; open between start and stop.
         self.ledger: UsageLog | None = None
+        # The request audit (audit.content): None when off, so requests skip it entirely.
+        self.content = ContentAudit(settings.audit) if settings.audit.content != "off" else None
+        self.retention: Retention | None = None  # purges request audit rows; open while running
         self.requests_total = 0
         self.demo_nodes: list[Any] = []  # simulated nodes started by --demo
         self.demo_engines: list[Any] = []  # real engines started by --demo
@@ -144,6 +150,8 @@ class Gateway:
         self.nodes = NodeRegistry(self)
         # Spawned workers (settings.workers): started with the gateway, stopped with it.
         self.workers = WorkerPool(self, settings.workers) if settings.workers.enabled else None
+        # Counts, with the backend's tokenizer, the tokens of answers that came without.
+        self.counter = TokenCounter(self, timeout_s=settings.usage.tokenize_timeout_s)
 
     def add_backend(
         self,
@@ -195,14 +203,22 @@ class Gateway:
         self.telemetry.pop(name, None)
         return state
 
-    def record(self, record: UsageRecord) -> None:
+    def record(self, record: UsageRecord, content: ContentLine | None = None) -> None:
         self.requests_total += 1
         self.usage.append(record)
         if self.ledger is not None:
             backend = self.fleet.backends.get(record.backend) if record.backend else None
-            self.ledger.append(record, backend.kind if backend is not None else None)
+            self.ledger.append(record, backend.kind if backend is not None else None, content)
         for listener in self.usage_listeners:
             listener(record)
+
+    def amend(self, record: UsageRecord) -> None:
+        """``record``, already recorded, now has better counts (from the backend's
+        tokenizer): the ledger's row is updated, not added to. The record was changed in
+        place, so `usage` shows the new counts too."""
+        if self.ledger is not None:
+            backend = self.fleet.backends.get(record.backend) if record.backend else None
+            self.ledger.append(record, backend.kind if backend is not None else None, amend=True)
 
     async def start(self) -> None:
         self.nodes.load_token()  # before anything opens: a bad token file stops the start
@@ -222,6 +238,18 @@ class Gateway:
                 )
                 await ledger.start()  # replays what a previous run left uncommitted
                 self.ledger = ledger
+            rotate = self.ledger.journal.rotate if self.ledger and self.content else None
+            self.retention = Retention(self.store, self.settings.audit, rotate)
+            self.retention.start()
+            if self.content is not None:
+                # Say it where operators look: prompts may be stored from now on.
+                kept = "prompts and answers" if self.content.full else "request metadata"
+                log.warning(
+                    "request audit %s: %s kept %g days",
+                    self.content.level,
+                    kept,
+                    self.settings.audit.retention_days,
+                )
         except BaseException:
             await self.auth.stop()
             await self._close_store()
@@ -247,9 +275,14 @@ class Gateway:
         if self.workers is not None:  # first: they leave the fleet, then their processes end
             await self.workers.stop()
         await self.nodes.stop()
+        # Counts under way go into the ledger before it closes (and need the transports).
+        await self.counter.drain(self.settings.usage.tokenize_timeout_s)
         await self.fleet.stop()
         await self.images.close()
         await self.auth.stop()
+        if self.retention is not None:
+            retention, self.retention = self.retention, None
+            await retention.stop()
         if self.ledger is not None:  # after the fleet: its last requests are recorded
             ledger, self.ledger = self.ledger, None
             await ledger.stop()

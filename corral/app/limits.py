@@ -4,7 +4,9 @@
 API keys are on. It asks the counters (corral/core/limits.py) about the key's requests
 and tokens per minute, the user's requests at once and the user's budget, and refuses
 with 429 + Retry-After or 403 in the client's dialect. The request's place is given
-back and its tokens charged in the pipeline's finally path, however it ended.
+back and its tokens charged in the pipeline's finally path, however it ended; a
+stream's output is also charged while it runs (`Limiter.charge`, from the relay's
+meter every 16 tokens), so the end only settles the difference.
 
 Budgets need each user's spending in the period. It is loaded from the store at start,
 kept in memory and charged per request, and on every key-cache reload the charges made
@@ -66,23 +68,31 @@ class Limiter:
         self._limits[who.prefix] = (who, found)
         return found
 
+    def charge(self, admission: Admission, tokens: int) -> None:
+        """A running stream produced ``tokens`` more: charge them now, not at the end."""
+        self.counters.charge(admission, tokens)
+        if admission.period_start is not None and tokens > 0:
+            slot = (admission.limits.user, admission.period_start)
+            self._pending[slot] = self._pending.get(slot, 0) + tokens
+
     def finish(self, ctx: RequestContext) -> None:
-        """The pipeline's end-of-request hook: free the place, charge the tokens."""
+        """The pipeline's end-of-request hook: free the place, settle the tokens."""
         admission = ctx.admission
         if not isinstance(admission, Admission):
             return
         if ctx.prompt_tokens is not None or ctx.completion_tokens is not None:
             tokens = (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)
         elif ctx.decision is not None:
-            # Reached a backend but no counts came back (the client left mid-stream):
-            # charge the prompt's estimate rather than nothing.
-            tokens = len(ctx.body) // _BYTES_PER_TOKEN
+            # Reached a backend but no counts came back (the client left mid-stream, the
+            # backend died): the prompt's estimate and the output streamed so far.
+            tokens = len(ctx.body) // _BYTES_PER_TOKEN + ctx.streamed_tokens
         else:
             tokens = 0  # refused or failed before any backend saw it
+        extra = admission.settled(tokens)
         self.counters.finish(admission, tokens, datetime.now(UTC))
-        if admission.period_start is not None and tokens > 0:
+        if admission.period_start is not None and extra > 0:
             slot = (admission.limits.user, admission.period_start)
-            self._pending[slot] = self._pending.get(slot, 0) + tokens
+            self._pending[slot] = self._pending.get(slot, 0) + extra
 
     async def flush(self, store: Store) -> None:
         """Add the charges made since the last flush to the store's period counts."""

@@ -5,7 +5,8 @@ An endpoint is an ordered tuple of stages over one ``RequestContext``; reading
 either finishes the response itself or leaves it to a later stage; raising a
 ``CorralError`` rejects the request in the client's dialect. Accounting runs after the
 stages, always, whatever happened, after the request's ``on_end`` hook (which gives
-back its place under the limits and charges its tokens).
+back its place under the limits and charges its tokens); with ``audit.content`` on, the
+request's audit line goes into the same journal line as its usage record.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from corral.app.asgi import (
 )
 from corral.core.errors import CorralError
 from corral.core.types import RouteDecision
-from corral.core.usage import UsageRecord
+from corral.core.usage import UsageRecord, UsageSource
 
 if TYPE_CHECKING:
     from corral.adapters.store.keycache import Identity
@@ -70,6 +71,7 @@ class RequestContext:
     identity: Identity | None = None  # who the API key speaks for, when auth is on
     admission: Any = None  # the limits' Admission while the request counts against them
     on_end: Callable[[RequestContext], None] | None = None  # settles admission, always
+    streamed_tokens: int = 0  # output tokens metered (and charged) while streaming
     attempts: int = 0
     response_started: bool = False
     status: int = 0
@@ -77,6 +79,9 @@ class RequestContext:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     usage_estimated: bool = False
+    usage_source: UsageSource | None = None
+    # Set when the counts are an estimate the backend's tokenizer may replace (a CountJob).
+    count_job: Any = None
     load_duration_s: float | None = None
     error: str | None = None
     schema: Any = None  # a SchemaCheck when the request asked for structured output
@@ -86,6 +91,7 @@ class RequestContext:
     # end of the exchange, not a client leaving.
     finished: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    transcript: Any = None  # audit.content full: keeps the answer's text on its way out
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """X-Corral-Request-Id and X-Corral-Backend ("none" when nothing was routed)."""
@@ -121,6 +127,10 @@ class Pipeline:
         self.dialect = dialect
         names = [s.__name__ for s in stages]
         self._unwatched = next(i for i, n in enumerate(names) if n in BODY_STAGES) + 1
+        # The request audit, when on for this endpoint (None costs nothing per request).
+        content = gw.content
+        self._content = content if content is not None and content.covers(endpoint) else None
+        self._transcribe = self._content is not None and self._content.full
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -132,6 +142,9 @@ class Pipeline:
         ctx = RequestContext(
             gw, scope, receive, send, self.endpoint, self.dialect, rid, time.time()
         )
+        if self._transcribe:
+            assert self._content is not None
+            send = self._content.transcribe(ctx)
         task = asyncio.current_task()
         assert task is not None
         watcher: asyncio.Task[None] | None = None
@@ -178,8 +191,17 @@ class Pipeline:
                     ctx.on_end(ctx)
                 except Exception:  # never lose the usage record over it
                     log.exception("ending request %s failed", rid)
+            content = None
+            if self._content is not None:
+                try:
+                    content = self._content.line(ctx)
+                except Exception:  # the usage row goes in without it
+                    log.exception("auditing request %s failed", rid)
             with contextlib.suppress(Exception):
-                gw.record(_usage(ctx))
+                record = _usage(ctx)
+                gw.record(record, content)
+                if ctx.count_job is not None:
+                    gw.counter.submit(record, ctx.count_job)  # amends the record later
 
 
 def request_id(scope: Scope) -> str:
@@ -205,6 +227,7 @@ def _usage(ctx: RequestContext) -> UsageRecord:
         prompt_tokens=ctx.prompt_tokens,
         completion_tokens=ctx.completion_tokens,
         usage_estimated=ctx.usage_estimated,
+        usage_source=ctx.usage_source,
         load_duration_s=ctx.load_duration_s,
         attempts=ctx.attempts,
         error=ctx.error,

@@ -10,13 +10,14 @@ same dialect, translated through the canonical types when they do not.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import msgspec
 
+from corral.adapters import ollama as ollama_wire
 from corral.adapters.dialects import ollama as ol
 from corral.adapters.dialects import openai as oa
 from corral.adapters.dialects.convert import completion_as_chat
@@ -33,7 +34,7 @@ from corral.core.canonical import (
 from corral.core.errors import InvalidField
 from corral.core.types import BackendKind
 
-__all__ = ["Plan", "StreamHandler", "make_plan", "now_rfc3339"]
+__all__ = ["Plan", "StreamHandler", "Whole", "make_plan", "now_rfc3339", "prompt_chars", "text_of"]
 
 Mode = Literal["ollama-pass", "openai-pass", "translate", "local"]
 _SSE = b"text/event-stream"
@@ -59,23 +60,68 @@ class StreamHandler(Protocol):
         """A guess at the tokens relayed, for when the backend reports none."""
         ...
 
+    def answer_text(self) -> str | None:
+        """The text relayed so far, for the backend's tokenizer; None when it was not
+        kept (not asked for, or longer than the plan's ``keep``)."""
+        ...
+
+
+@dataclass(slots=True)
+class Whole:
+    """A whole answer as the client gets it, and what it says of its tokens."""
+
+    body: bytes
+    usage: Usage | None = None
+    text: str | None = None  # the answer's text, when it was read (for counting)
+
 
 @dataclass
 class Plan:
+    """How one attempt goes to one backend and how its answer comes back.
+
+    ``read_whole`` and ``make_stream`` must not hold the plan (or the request context):
+    a plan that refers to itself through them is a reference cycle, and each cycle kept
+    a request's objects alive until a full collection (seconds long, at 1,000 streams).
+    """
+
     mode: Mode
     path: str
     body: bytes
-    whole: Callable[[bytes], bytes] = field(default=lambda b: b)
-    stream: Callable[[], StreamHandler] | None = None
+    read_whole: Callable[[bytes], Whole] = field(default=Whole)
+    make_stream: Callable[[int], StreamHandler] | None = None  # given how much to keep
     dropped: list[str] = field(default_factory=list)
     usage: Usage | None = None
     # For an estimate when the backend reports no counts (about 4 characters a token).
     prompt_chars: int = 0
     answer_chars: int = 0
+    # For the backend's tokenizer when it reports no counts: the name it knows the model
+    # by, how much of the answer to keep (0 = none), and a whole answer's text.
+    model: str = ""
+    keep: int = 0
+    answer_text: str | None = None
 
     @property
     def translating(self) -> bool:
         return self.mode == "translate"
+
+    @property
+    def streams(self) -> bool:
+        return self.make_stream is not None
+
+    def stream(self) -> StreamHandler:
+        assert self.make_stream is not None
+        return self.make_stream(self.keep)
+
+    def whole(self, data: bytes) -> bytes:
+        """The client's body for a whole answer; reads its usage (or its text, for an
+        estimate and the tokenizer) on the way."""
+        got = self.read_whole(data)
+        self.usage = got.usage
+        if got.text is not None:
+            self.answer_chars = len(got.text)
+            if got.usage is None and self.keep and len(got.text) <= self.keep:
+                self.answer_text = got.text
+        return got.body
 
     def estimate(self, handler: StreamHandler | None = None) -> Usage:
         """Token counts guessed from text, for a backend that gave none."""
@@ -90,24 +136,60 @@ def prompt_chars(req: object) -> int:
         return len(req.prompt) + len(req.system or "")
     if isinstance(req, EmbedRequest):
         return sum(len(s) for s in req.inputs)
+    # Ollama's own request shapes, passed through untouched.
+    if isinstance(req, ollama_wire.ChatRequest):
+        return sum(len(m.content or "") for m in req.messages or ())
+    if isinstance(req, ollama_wire.GenerateRequest):
+        return len(req.prompt or "") + len(req.system or "")
     return 0
 
 
+def text_of(deltas: Iterable[Delta]) -> str:
+    """What a tokenizer should count of an answer: its text, reasoning and tool calls."""
+    parts: list[str] = []
+    for d in deltas:
+        parts.append(d.thinking)
+        parts.append(d.content)
+        for call in d.tool_calls or ():
+            parts.append(call.name)
+            parts.append(call.arguments)
+    return "".join(parts)
+
+
+def _reply_text(reply: Reply) -> str:
+    calls = "".join(c.name + c.arguments for c in reply.tool_calls or ())
+    return (reply.thinking or "") + reply.content + calls
+
+
 def make_plan(
-    ctx: RequestContext, kind: BackendKind, upstream_model: str, entry: dict[str, Any] | None = None
+    ctx: RequestContext,
+    kind: BackendKind,
+    upstream_model: str,
+    entry: dict[str, Any] | None = None,
+    *,
+    keep: int = 0,
 ) -> Plan:
+    """The plan for one attempt. ``keep``: how many bytes of the answer to keep for the
+    backend's tokenizer, should the backend report no counts (0: keep nothing)."""
     if ctx.dialect == "ollama":
         if kind == "ollama":
             return Plan("ollama-pass", ctx.endpoint, ctx.body)
         if ctx.endpoint == "/api/show":
             return Plan("local", "", _show_from_openai(upstream_model, entry or {}))
-        return _ollama_to_openai(ctx, upstream_model)
-    if kind == "openai":
-        return _openai_pass(ctx, upstream_model)
-    n = getattr(ctx.parsed, "n", 1)
-    if n != 1:
-        raise InvalidField(f"n={n}: Ollama backends answer one choice per request", param="n")
-    return _openai_to_ollama(ctx, upstream_model)
+        plan = _ollama_to_openai(ctx, upstream_model)
+    elif kind == "openai":
+        plan = _openai_pass(ctx, upstream_model)
+    else:
+        n = getattr(ctx.parsed, "n", 1)
+        if n != 1:
+            raise InvalidField(f"n={n}: Ollama backends answer one choice per request", param="n")
+        return _openai_to_ollama(ctx, upstream_model)
+    plan.model = upstream_model
+    # Only chats and completions are counted (embeddings stay estimated), and a prompt
+    # too long to count is estimated: keeping its answer would be no use.
+    countable = plan.path != "/v1/embeddings" and len(plan.body) <= keep
+    plan.keep = keep if countable else 0
+    return plan
 
 
 def _show_from_openai(model: str, entry: dict[str, Any]) -> bytes:
@@ -165,19 +247,21 @@ def _openai_pass(ctx: RequestContext, upstream_model: str) -> Plan:
     plan = Plan("openai-pass", ctx.endpoint, msgspec.json.encode(body))
     plan.prompt_chars = prompt_chars(ctx.parsed)
     rename = _renamer(upstream_model, ctx.requested_model)
+    embeddings = ctx.endpoint == "/v1/embeddings"
 
-    def whole(data: bytes) -> bytes:
+    def whole(data: bytes) -> Whole:
+        usage = None
         try:
-            plan.usage = _usage_of(_usage_only.decode(data).usage)
+            usage = _usage_of(_usage_only.decode(data).usage)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             oa.parse_reply(data)  # raises the UpstreamError that names the problem
-        if plan.usage is None and ctx.endpoint != "/v1/embeddings":
-            reply = oa.parse_reply(data)
-            plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-        return rename(data) if rename else data
+        text = None
+        if usage is None and not embeddings:
+            text = _reply_text(oa.parse_reply(data))
+        return Whole(rename(data) if rename else data, usage, text)
 
-    plan.whole = whole
-    plan.stream = lambda: _SSEPass(wants_usage, rename)
+    plan.read_whole = whole
+    plan.make_stream = lambda keep: _SSEPass(wants_usage, rename, keep)
     return plan
 
 
@@ -200,27 +284,43 @@ class _SSEPass:
 
     content_type = b"text/event-stream"
 
-    def __init__(self, forward_usage: bool, rename: Callable[[bytes], bytes] | None = None) -> None:
+    def __init__(
+        self, forward_usage: bool, rename: Callable[[bytes], bytes] | None = None, keep: int = 0
+    ) -> None:
         self._forward_usage = forward_usage
         self._rename = rename
         self._events = 0
         self._buf = b""
+        # The events as relayed, for the tokenizer (only if asked, and only up to `keep`).
+        self._kept: list[bytes] | None = [] if keep > 0 else None
+        self._room = keep
         self.usage: Usage | None = None
         self.finished = False
         self.error: str | None = None
 
     def feed(self, data: bytes) -> bytes:
         buf = self._buf + data if self._buf else data
-        end = max(buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n"))
-        if end < 0:
-            self._buf = buf
-            return b""
-        cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
-        events, self._buf = buf[:cut], buf[cut:]
+        if buf.endswith(b"\n\n"):  # the usual case: whole events, nothing left over
+            events, self._buf = buf, b""
+        else:
+            end = max(buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n"))
+            if end < 0:
+                self._buf = buf
+                return b""
+            cut = end + (4 if buf.startswith(b"\r\n\r\n", end) else 2)
+            events, self._buf = buf[:cut], buf[cut:]
         self._events += events.count(b"data:")
+        if self._kept is not None:
+            self._room -= len(events)
+            if self._room >= 0:
+                self._kept.append(events)
+            else:
+                self._kept = None  # too long to count: estimated
         if self._rename is not None:
             events = self._rename(events)
-        if b"[DONE]" in events:
+        # [DONE] is the stream's last event, so it is looked for only at the end (a search
+        # of the whole batch costs as much again as the rest of this method).
+        if b"[DONE]" in events[-24:]:
             self.finished = True
         if b'"error"' in events and b'"choices"' not in events:
             self.error = "backend reported an error"
@@ -261,6 +361,13 @@ class _SSEPass:
         # Engines stream about one token per event; the role and [DONE] events carry none.
         return max(0, self._events - 2)
 
+    def answer_text(self) -> str | None:
+        if self._kept is None:
+            return None
+        decoder = oa.StreamDecoder()
+        deltas = [d for piece in self._kept for d in decoder.feed(piece)]
+        return text_of(deltas + decoder.close())
+
 
 # -- translation, both ways -----------------------------------------------------------
 
@@ -268,7 +375,9 @@ class _SSEPass:
 class _Translate:
     """Backend stream → Deltas → client stream, counting what it relays."""
 
-    def __init__(self, content_type: bytes, decoder: Any, encoder: Any, on_end: Any) -> None:
+    def __init__(
+        self, content_type: bytes, decoder: Any, encoder: Any, on_end: Any, keep: int = 0
+    ) -> None:
         self.content_type = content_type
         self._decoder = decoder
         self._encoder = encoder
@@ -277,6 +386,9 @@ class _Translate:
         self.finished = False
         self.error: str | None = None
         self.text_chars = 0
+        # The deltas relayed, for the tokenizer (only if asked, and only up to `keep`).
+        self._kept: list[Delta] | None = [] if keep > 0 else None
+        self._keep = keep
 
     def _emit(self, deltas: list[Delta]) -> bytes:
         out = []
@@ -284,6 +396,11 @@ class _Translate:
             if self.error is not None:
                 break  # an error ends the client's stream; what follows is not relayed
             self.text_chars += len(d.content) + len(d.thinking)
+            if self._kept is not None:
+                if self.text_chars <= self._keep:
+                    self._kept.append(d)
+                else:
+                    self._kept = None  # too long to count: estimated
             if d.usage is not None:
                 self.usage = d.usage
             if d.finish_reason is not None:
@@ -307,13 +424,14 @@ class _Translate:
     def answer_tokens(self) -> int:
         return self.text_chars // 4
 
+    def answer_text(self) -> str | None:
+        return None if self._kept is None else text_of(self._kept)
 
-def _reply_usage(plan: Plan, reply: Reply | EmbedReply) -> None:
+
+def _reply_usage(reply: Reply | EmbedReply) -> Usage | None:
     if isinstance(reply, EmbedReply):
-        if reply.prompt_tokens is not None:
-            plan.usage = Usage(reply.prompt_tokens, 0)
-    elif reply.usage is not None:
-        plan.usage = reply.usage
+        return None if reply.prompt_tokens is None else Usage(reply.prompt_tokens, 0)
+    return reply.usage
 
 
 def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
@@ -327,13 +445,12 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
         )
         fmt = req.encoding_format
 
-        def embed_whole(data: bytes) -> bytes:
+        def embed_whole(data: bytes) -> Whole:
             reply = ol.parse_embed_reply(data)
             reply.model = model
-            _reply_usage(plan, reply)
-            return oa.render_embed_reply(reply, encoding_format=fmt)
+            return Whole(oa.render_embed_reply(reply, encoding_format=fmt), _reply_usage(reply))
 
-        plan.whole = embed_whole
+        plan.read_whole = embed_whole
         return plan
     kind: Literal["chat", "completion"]
     if isinstance(req, ChatRequest):
@@ -349,15 +466,14 @@ def _openai_to_ollama(ctx: RequestContext, upstream_model: str) -> Plan:
         oid = f"cmpl-{rid}"
     plan = Plan("translate", path, body, dropped=dropped, prompt_chars=prompt_chars(req))
 
-    def whole(data: bytes) -> bytes:
+    def whole(data: bytes) -> Whole:
         reply = ol.parse_reply(data, kind=kind)
         reply.model = model
-        _reply_usage(plan, reply)
-        plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-        return oa.render_reply(reply, kind=kind, id=oid, created=created)
+        body = oa.render_reply(reply, kind=kind, id=oid, created=created)
+        return Whole(body, _reply_usage(reply), _reply_text(reply))
 
-    plan.whole = whole
-    plan.stream = lambda: _Translate(
+    plan.read_whole = whole
+    plan.make_stream = lambda keep: _Translate(
         _SSE,
         ol.StreamDecoder(kind),
         oa.StreamEncoder(
@@ -379,13 +495,12 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
             "translate", "/v1/embeddings", body, dropped=dropped, prompt_chars=prompt_chars(ereq)
         )
 
-        def embed_whole(data: bytes) -> bytes:
+        def embed_whole(data: bytes) -> Whole:
             reply = oa.parse_embed_reply(data)
             reply.model = model
-            _reply_usage(plan, reply)
-            return ol.render_embed_reply(reply, legacy=legacy)
+            return Whole(ol.render_embed_reply(reply, legacy=legacy), _reply_usage(reply))
 
-        plan.whole = embed_whole
+        plan.read_whole = embed_whole
         return plan
     kind: Literal["chat", "completion"]
     creq: ChatRequest | CompletionRequest
@@ -409,18 +524,18 @@ def _ollama_to_openai(ctx: RequestContext, upstream_model: str) -> Plan:
             )
     plan = Plan("translate", path, body, dropped=dropped, prompt_chars=prompt_chars(creq))
 
-    def whole(data: bytes) -> bytes:
+    def whole(data: bytes) -> Whole:
         reply = oa.parse_reply(data)
         reply.model = model
-        _reply_usage(plan, reply)
-        plan.answer_chars = len(reply.content) + len(reply.thinking or "")
-        return ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
+        body = ol.render_reply(reply, kind=kind, created_at=now_rfc3339())
+        return Whole(body, _reply_usage(reply), _reply_text(reply))
 
-    plan.whole = whole
-    plan.stream = lambda: _Translate(
+    plan.read_whole = whole
+    plan.make_stream = lambda keep: _Translate(
         b"application/x-ndjson",
         oa.StreamDecoder(),
         ol.StreamEncoder(kind, model=model, created_at=now_rfc3339()),
         lambda enc: enc.end(),
+        keep,
     )
     return plan

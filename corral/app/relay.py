@@ -3,8 +3,10 @@
 Failover happens only before the client has seen a byte: a connect error, a 5xx
 (including Ollama's busy 503), a stall before the first chunk, or a backend that
 turns out not to hold the model moves the request to the next candidate, with a
-short backoff. Once streaming began, a failure ends the stream with an Ollama-style
-``{"error": ...}`` line, never a silent truncation.
+short backoff. Once streaming began, a failure ends the stream with an error in the
+client's dialect, never a silent truncation. How the answer itself travels back
+(whole or streamed, passed or translated, and its token counts) is
+corral/app/answer.py.
 """
 
 from __future__ import annotations
@@ -16,14 +18,23 @@ import aiohttp
 import msgspec
 
 from corral.adapters.dialects import openai as openai_dialect
-from corral.adapters.ollama import Final, decode_request, read_final
+from corral.adapters.ollama import decode_request
 from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest, UpstreamResponse
+from corral.app.answer import (
+    Retry,
+    end_stream_with_error,
+    relay_handled_stream,
+    relay_planned_whole,
+    relay_stream,
+    relay_whole,
+    start_response,
+)
 from corral.app.asgi import Watchdog
 from corral.app.pipeline import RequestContext
-from corral.app.plans import Plan, StreamHandler, make_plan
+from corral.app.plans import Plan, make_plan
 from corral.app.routing import request_info
-from corral.app.structured import DONE, SchemaRetry, SchemaTap, judge_whole, schema_for
-from corral.core.canonical import ChatRequest, CompletionRequest, EmbedRequest, Usage
+from corral.app.structured import SchemaRetry, schema_for
+from corral.core.canonical import ChatRequest, CompletionRequest, EmbedRequest
 from corral.core.errors import (
     BadRequest,
     CorralError,
@@ -48,7 +59,6 @@ __all__ = ["parse_ollama", "parse_openai", "relay"]
 log = logging.getLogger("corral.relay")
 
 _FORWARD_HEADERS = {"content-type": "application/json"}
-_NDJSON = b"application/x-ndjson"
 _JSON = b"application/json"
 
 
@@ -75,24 +85,6 @@ async def parse_ollama(ctx: RequestContext) -> None:
         ctx.stream = req.stream is not False  # Ollama streams unless told not to
     elif ctx.endpoint == "/api/show":
         ctx.uses_slot = False
-
-
-class _Retry(Exception):
-    """This attempt failed before the client saw anything; try another backend."""
-
-    def __init__(
-        self,
-        error: CorralError,
-        *,
-        forget_model: bool = False,
-        status: int = NO_RESPONSE,
-        gone: bool = False,
-    ) -> None:
-        self.error = error
-        self.forget_model = forget_model
-        self.status = status  # what the backend answered; NO_RESPONSE when nothing came
-        # Refused or dropped the connection: the backend is down, the work was lost.
-        self.gone = gone
 
 
 async def relay(ctx: RequestContext) -> None:
@@ -157,7 +149,7 @@ async def relay(ctx: RequestContext) -> None:
             ctx.schema_retried = True
             log.info("request %s: answer missed its schema (%s); retrying", ctx.request_id, exc)
             continue
-        except _Retry as exc:
+        except Retry as exc:
             last_error = exc.error
             gone = exc.gone or exc.forget_model
             tried = tried | {decision.backend}
@@ -231,32 +223,6 @@ async def _bind(
     raise NoHealthyBackend(f"no healthy backend for model {info.model!r}")
 
 
-class _Meter:
-    """Charges a stream's output tokens to its tenant's fair share as they arrive.
-
-    One line (NDJSON) or event (SSE: two newlines) is about one token; the charges go
-    to the scheduler in batches, and the counts the backend reports at the end settle
-    the difference.
-    """
-
-    __slots__ = ("_batch", "_fleet", "_pending", "_per_token", "_ticket")
-
-    BATCH = 16
-
-    def __init__(self, ctx: RequestContext, newlines_per_token: int) -> None:
-        self._fleet = ctx.gw.fleet
-        self._ticket = ctx.ticket
-        self._per_token = newlines_per_token
-        self._batch = newlines_per_token * self.BATCH  # newlines that make one charge
-        self._pending = 0
-
-    def add(self, chunk: bytes) -> None:
-        self._pending += chunk.count(b"\n")
-        if self._pending >= self._batch and self._ticket is not None:
-            self._fleet.charge(self._ticket, self._pending // self._per_token)
-            self._pending = 0
-
-
 _FAILED = Outcome(ok=False, status=NO_RESPONSE)  # failed mid-stream: the backend's fault
 
 
@@ -287,12 +253,25 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
         # Ollama takes image bytes only: fetch the URLs (once, SSRF-guarded).
         await gw.images.fetch_all(parsed.messages)
     upstream_model = gw.fleet.upstream_name(decision.backend, ctx.model)
-    # .get: the backend may have been removed while the images were fetched.
-    entries = gw.fleet.tag_entries.get(decision.backend, {})
-    plan = make_plan(ctx, state.kind, upstream_model, entries.get(ctx.model))
+    ctx.usage_source = None  # counts (and a job to count them) are this attempt's alone
+    ctx.count_job = None
+    usage = gw.settings.usage
+    keep = (
+        usage.tokenize_max_bytes
+        if usage.tokenize and state.kind == "openai" and gw.counter.may_count(decision.backend)
+        else 0
+    )
+    plan = make_plan(
+        ctx,
+        state.kind,
+        upstream_model,
+        # .get: the backend may have been removed while the images were fetched.
+        gw.fleet.tag_entries.get(decision.backend, {}).get(ctx.model),
+        keep=keep,
+    )
     if plan.mode == "local":
         ctx.status = 200
-        await _start(ctx, 200, _JSON, len(plan.body))
+        await start_response(ctx, 200, _JSON, len(plan.body))
         ctx.finished = True
         await ctx.send({"type": "http.response.body", "body": plan.body})
         return
@@ -322,40 +301,36 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
         except UpstreamConnectError as exc:
             if exc.backend_down:
                 gw.fleet.report_unreachable(decision.backend, str(exc))
-            raise _Retry(
+            raise Retry(
                 UpstreamError(f"backend {decision.backend} unreachable: {exc}"), gone=True
             ) from None
         if resp.status != 200:
             await _upstream_failed(ctx, decision, resp, plan)
         elif plan.mode == "ollama-pass":
             if ctx.stream:
-                await _relay_stream(ctx, resp, watchdog)
+                await relay_stream(ctx, resp, watchdog)
             else:
-                await _relay_whole(ctx, resp, watchdog)
-        elif ctx.stream and plan.stream is not None:
-            await _relay_handled_stream(ctx, resp, watchdog, plan, plan.stream())
+                await relay_whole(ctx, resp, watchdog)
+        elif ctx.stream and plan.streams:
+            await relay_handled_stream(ctx, resp, watchdog, plan, plan.stream())
         else:
-            await _relay_planned_whole(ctx, resp, watchdog, plan)
+            await relay_planned_whole(ctx, resp, watchdog, plan)
     except asyncio.CancelledError:
         if watchdog.fired is None or ctx.client_gone:
             raise
         asyncio.current_task().uncancel()  # type: ignore[union-attr]
         if ctx.response_started:
-            await _end_stream_with_error(
+            await end_stream_with_error(
                 ctx, f"backend {decision.backend} stalled ({watchdog.fired} timeout)"
             )
             return
-        raise _Retry(
-            UpstreamTimeout(f"backend {decision.backend} did not answer in time")
-        ) from None
+        raise Retry(UpstreamTimeout(f"backend {decision.backend} did not answer in time")) from None
     except (aiohttp.ClientError, OSError) as exc:
         if ctx.response_started:
-            await _end_stream_with_error(
-                ctx, f"backend {decision.backend} failed mid-stream: {exc}"
-            )
+            await end_stream_with_error(ctx, f"backend {decision.backend} failed mid-stream: {exc}")
             return
         dropped = isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError)
-        raise _Retry(
+        raise Retry(
             UpstreamError(f"backend {decision.backend} failed: {exc}"), gone=dropped
         ) from None
     finally:
@@ -372,7 +347,7 @@ async def _upstream_failed(
     message = _error_text(body) or f"HTTP {resp.status}"
     if is_model_missing(resp.status, message):
         # Its model list was stale; another holder may still serve it.
-        raise _Retry(ModelNotFound(ctx.requested_model), forget_model=True, status=resp.status)
+        raise Retry(ModelNotFound(ctx.requested_model), forget_model=True, status=resp.status)
     verdict = classify(resp.status, "http")
     if verdict.transient:
         retry_after = retry_after_s(resp.header("Retry-After"))
@@ -382,7 +357,7 @@ async def _upstream_failed(
             ctx.gw.fleet.cool_down(
                 decision.backend, ctx.model, retry_after or 1.0, f"busy: {message}"
             )
-        raise _Retry(
+        raise Retry(
             UpstreamError(
                 f"backend {decision.backend}: {message}",
                 status=resp.status,
@@ -397,7 +372,7 @@ async def _upstream_failed(
     # Any other 4xx is the client's problem: relay it as the backend said it.
     ctx.status = resp.status
     ctx.error = message
-    await _start(ctx, resp.status, resp.content_type.encode(), len(body))
+    await start_response(ctx, resp.status, resp.content_type.encode(), len(body))
     ctx.finished = True
     await ctx.send({"type": "http.response.body", "body": body})
 
@@ -414,185 +389,3 @@ def _error_text(body: bytes) -> str | None:
         if isinstance(err, str):
             return err
     return None
-
-
-async def _start(ctx: RequestContext, status: int, content_type: bytes, length: int | None) -> None:
-    headers = [(b"content-type", content_type), *ctx.id_headers(), *ctx.extra_headers]
-    if length is not None:
-        headers.append((b"content-length", str(length).encode()))
-    ctx.response_started = True
-    await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
-
-
-async def _relay_whole(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
-    """A non-streamed answer is read whole first, so a failure can still fail over."""
-    body = await resp.read()
-    final = read_final(body)
-    if final is None:
-        raise _Retry(UpstreamError("backend sent malformed JSON"))
-    _account(ctx, final)
-    watchdog.touch()
-    ctx.ttfb = watchdog.last - watchdog.started
-    if ctx.schema is not None:
-        judge_whole(ctx, body)
-    ctx.status = 200
-    await _start(ctx, 200, resp.content_type.encode(), len(body))
-    ctx.finished = True
-    await ctx.send({"type": "http.response.body", "body": body})
-
-
-async def _relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
-    """Forward chunks untouched as they arrive; read only the tail for the final counts."""
-    gw = ctx.gw
-    chunks = resp.chunks()
-    send = ctx.send
-    # Headers go out with the first chunk, so a backend that dies before it can
-    # still be failed over.
-    first = await anext(chunks, b"")
-    if not first:
-        raise _Retry(UpstreamError("backend closed the stream before the first chunk"))
-    watchdog.touch()
-    watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
-    ctx.ttfb = watchdog.last - watchdog.started
-    ctx.status = 200
-    await _start(ctx, 200, resp.content_type.encode() or _NDJSON, None)
-    tap = SchemaTap(ctx) if ctx.schema is not None else None
-    gw.open_streams += 1
-    try:
-        await send({"type": "http.response.body", "body": first, "more_body": True})
-        if tap is not None:
-            tap.feed(first)
-        prev = b""
-        last = first
-        meter = _Meter(ctx, 1)
-        async for chunk in chunks:
-            watchdog.touch()
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            meter.add(chunk)
-            if tap is not None:
-                tap.feed(chunk)
-            prev, last = last, chunk
-        final = read_final(prev + last)
-        if final is None or not (final.done or final.error):
-            await _end_stream_with_error(ctx, "backend ended the stream before it was done")
-            return
-        _account(ctx, final)
-        if tap is not None and (problem := tap.problem()) is not None:
-            await _end_stream_with_error(ctx, problem)
-            return
-        ctx.finished = True
-        await send({"type": "http.response.body", "body": b""})
-    finally:
-        gw.open_streams -= 1
-
-
-async def _relay_planned_whole(
-    ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog, plan: Plan
-) -> None:
-    """A whole answer passed or translated by the plan (which also reads its usage)."""
-    data = await resp.read()
-    try:
-        body = plan.whole(data)
-    except (CorralError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _Retry(UpstreamError(f"backend sent an answer Corral cannot read: {exc}")) from None
-    _account_usage(ctx, plan.usage or plan.estimate())
-    watchdog.touch()
-    ctx.ttfb = watchdog.last - watchdog.started
-    if ctx.schema is not None:
-        judge_whole(ctx, body)
-    ctx.status = 200
-    await _start(ctx, 200, _JSON, len(body))
-    ctx.finished = True
-    await ctx.send({"type": "http.response.body", "body": body})
-
-
-async def _relay_handled_stream(
-    ctx: RequestContext,
-    resp: UpstreamResponse,
-    watchdog: Watchdog,
-    plan: Plan,
-    handler: StreamHandler,
-) -> None:
-    """A stream passed event by event or translated chunk by chunk by ``handler``."""
-    gw = ctx.gw
-    chunks = resp.chunks()
-    send = ctx.send
-    out = b""
-    async for chunk in chunks:  # hold the headers until there is something to send
-        out = handler.feed(chunk)
-        if out:
-            break
-    if not out:
-        out = handler.close()
-        if not out:
-            raise _Retry(UpstreamError("backend closed the stream before the first chunk"))
-    watchdog.touch()
-    watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
-    ctx.ttfb = watchdog.last - watchdog.started
-    ctx.status = 200
-    await _start(ctx, 200, handler.content_type, None)
-    tap = SchemaTap(ctx) if ctx.schema is not None else None
-    gw.open_streams += 1
-    try:
-        if tap is not None:
-            out = tap.feed(out)
-        await send({"type": "http.response.body", "body": out, "more_body": True})
-        meter = _Meter(ctx, 2 if "event-stream" in resp.content_type else 1)
-        async for chunk in chunks:
-            watchdog.touch()
-            meter.add(chunk)
-            out = handler.feed(chunk)
-            if tap is not None:
-                out = tap.feed(out)
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-            if handler.error is not None:
-                break  # the client's stream has ended with the error; stop reading
-        out = handler.close()
-        if tap is not None:
-            out = tap.feed(out)
-        if out:
-            await send({"type": "http.response.body", "body": out, "more_body": True})
-        _account_usage(ctx, handler.usage or plan.estimate(handler))
-        if handler.error is not None:
-            ctx.error = handler.error
-        if not handler.finished:
-            await _end_stream_with_error(ctx, "backend ended the stream before it was done")
-            return
-        if tap is not None:
-            if (problem := tap.problem()) is not None:
-                await _end_stream_with_error(ctx, problem)
-                return
-            if tap.held_done:
-                await send({"type": "http.response.body", "body": DONE, "more_body": True})
-        ctx.finished = True
-        await send({"type": "http.response.body", "body": b""})
-    finally:
-        gw.open_streams -= 1
-
-
-def _account_usage(ctx: RequestContext, usage: Usage) -> None:
-    ctx.prompt_tokens = usage.prompt_tokens
-    ctx.completion_tokens = usage.completion_tokens
-    ctx.usage_estimated = usage.estimated
-
-
-def _account(ctx: RequestContext, final: Final) -> None:
-    ctx.prompt_tokens = final.prompt_eval_count
-    ctx.completion_tokens = final.eval_count
-    if final.load_duration is not None:
-        ctx.load_duration_s = final.load_duration / 1e9
-    if final.error:
-        ctx.error = final.error
-
-
-async def _end_stream_with_error(ctx: RequestContext, message: str) -> None:
-    """End a stream that already began with an error the client's dialect can read."""
-    ctx.error = message
-    ctx.finished = True
-    if ctx.dialect == "openai":
-        error = {"message": message, "type": "server_error", "param": None, "code": None}
-        line = b"data: " + msgspec.json.encode({"error": error}) + b"\n\ndata: [DONE]\n\n"
-    else:
-        line = msgspec.json.encode({"error": message}) + b"\n"
-    await ctx.send({"type": "http.response.body", "body": line})

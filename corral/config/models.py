@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral.config.audit import AuditConfig
 from corral.config.auth import AuthConfig, is_loopback
 from corral.config.base import Seconds, _Section, default_data_dir
 from corral.config.fleet import FleetConfig
@@ -187,7 +188,7 @@ class BackendConfig(_Section):
     @classmethod
     def _accept_spec(cls, data: Any) -> Any:
         if isinstance(data, str):
-            return split_backend_spec(data)
+            data = split_backend_spec(data)
         if isinstance(data, dict):
             # Omitted and null mean the same: use the derived default.
             data = {k: v for k, v in data.items() if v is not None}
@@ -199,6 +200,11 @@ class BackendConfig(_Section):
                         f"kind {data['kind']!r} contradicts the {parsed.get('kind')}+ URL prefix"
                     )
                 data.update(parsed)
+            url = data.get("url")
+            if data.get("kind") == "openai" and isinstance(url, str):
+                # OpenAI clients are given base URLs ending in /v1; Corral adds /v1/...
+                # itself, so the same URL works here instead of reaching /v1/v1/...
+                data["url"] = url.rstrip().rstrip("/").removesuffix("/v1")
         return data
 
     @field_validator("url")
@@ -500,6 +506,7 @@ class Settings(_Section):
     usage: UsageConfig = Field(default_factory=lambda: UsageConfig())
     fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
     workers: WorkersConfig = Field(default_factory=lambda: WorkersConfig())
+    audit: AuditConfig = Field(default_factory=lambda: AuditConfig())
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:
@@ -509,6 +516,16 @@ class Settings(_Section):
                 f"auth.mode is off but host {self.host} is reachable from other machines; "
                 "set auth.mode to on or auto (and hand out keys: corral users create), "
                 "or set auth.allow_open: true to run it open on purpose"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _content_needs_the_journal(self) -> Settings:
+        # Request content travels in the usage journal's lines, beside the usage row.
+        if self.audit.content != "off" and not self.usage.journal:
+            raise ValueError(
+                f"audit.content is {self.audit.content} but usage.journal is false; request "
+                "audit rows are written through the usage journal, so turn it on"
             )
         return self
 

@@ -21,5 +21,21 @@ class UsageConfig(_Section):
         default=0.5, description="Longest a journaled request waits before its batch is written."
     )
     batch_max: int = Field(
-        default=500, ge=1, le=10_000, description="Most rows written in one transaction."
+        default=500, ge=1, le=10_000, description="Most rows read from the journal in one batch."
+    )
+    tokenize: bool = Field(
+        default=True,
+        description="When a backend reports no token counts, ask its own tokenizer "
+        "(vLLM's and llama.cpp's /tokenize) after the answer is sent; off = estimate "
+        "(about 4 characters a token).",
+    )
+    tokenize_timeout_s: Seconds = Field(
+        default=5.0, description="Longest Corral waits for a backend's tokenizer per request."
+    )
+    tokenize_max_bytes: int = Field(
+        default=262_144,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Most of a request's prompt, and of its answer as relayed, that Corral "
+        "keeps to count with the tokenizer; longer ones are estimated.",
     )

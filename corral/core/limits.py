@@ -13,6 +13,12 @@ steadily admits the same long-run rate as a one-minute window, with a burst of a
 one minute's worth. Tokens per minute are taken from the estimate at admission and
 settled with the real count at the end, so a bucket may go below zero (the key then
 waits longer), which is how a stream that ran long pays for it.
+
+Streams are charged as they go: `Counters.charge` takes a stream's output tokens from
+the key's bucket and adds them to the user's budget spending in batches while it runs
+(so concurrent streams see each other's spending, and an abandoned stream has paid for
+what it produced), and `finish` settles the rest with the real count. What was charged
+on the way is never refunded, so the settled total is the larger of the two.
 """
 
 from __future__ import annotations
@@ -97,13 +103,18 @@ class Refusal:
     retry_after: float  # seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Admission:
     """A request let in: what to settle and release when it ends."""
 
     limits: Limits
     estimate: int  # tokens taken from the tpm bucket up front
     period_start: datetime | None  # the budget period charged, when there is a budget
+    charged: int = 0  # tokens charged while it ran (a stream's output, as it went)
+
+    def settled(self, tokens: int) -> int:
+        """Tokens still to charge at the end, when the request used ``tokens`` in all."""
+        return max(0, tokens - self.charged)
 
 
 class Bucket:
@@ -133,8 +144,13 @@ class Counters(Protocol):
         """Check every limit and, only if all pass, take the request into each count."""
         ...
 
+    def charge(self, admission: Admission, tokens: int) -> None:
+        """The running request used ``tokens`` more (a stream's output, in batches)."""
+        ...
+
     def finish(self, admission: Admission, tokens: int, now: datetime) -> None:
-        """The request ended having used ``tokens``: settle the counts, free its place."""
+        """The request ended having used ``tokens`` in all (including what `charge`
+        took on the way): settle the counts, free its place."""
         ...
 
     def set_spent(self, user: str, period_start: datetime, tokens: int) -> None:
@@ -242,6 +258,19 @@ class LocalCounters:
         self._running[limits.user] = running + 1
         return Admission(limits, estimate if tpm is not None else 0, start)
 
+    def charge(self, admission: Admission, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        admission.charged += tokens
+        limits = admission.limits
+        if limits.tpm is not None:
+            bucket = self._tpm.get(limits.key)
+            if bucket is not None:
+                bucket.level -= tokens  # refilled lazily by the next admission's clock
+        if admission.period_start is not None:
+            slot = (limits.user, admission.period_start)
+            self._spent[slot] = self._spent.get(slot, 0) + tokens
+
     def finish(self, admission: Admission, tokens: int, now: datetime) -> None:
         limits = admission.limits
         left = self._running.get(limits.user, 0) - 1
@@ -249,11 +278,13 @@ class LocalCounters:
             self._running[limits.user] = left
         else:
             self._running.pop(limits.user, None)
+        extra = admission.settled(tokens)
         if limits.tpm is not None:
             bucket = self._bucket(self._tpm, limits.key, limits.tpm, now.timestamp())
-            # The estimate was taken up front; the real count replaces it (a refund when
-            # the estimate was high), never above a full bucket.
-            bucket.level = min(float(limits.tpm), bucket.level + admission.estimate - tokens)
-        if admission.period_start is not None and tokens > 0:
+            # The estimate was taken up front and the stream's charges on the way; the
+            # real count replaces the estimate (a refund when it was high), never above
+            # a full bucket.
+            bucket.level = min(float(limits.tpm), bucket.level + admission.estimate - extra)
+        if admission.period_start is not None and extra > 0:
             slot = (limits.user, admission.period_start)
-            self._spent[slot] = self._spent.get(slot, 0) + tokens
+            self._spent[slot] = self._spent.get(slot, 0) + extra

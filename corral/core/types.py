@@ -74,7 +74,8 @@ class BackendState:
     # The engine keeps a prompt prefix cache (vLLM, llama.cpp): prefix affinity pays.
     prefix_cache: bool = False
     # Where the backend came from: "config" (the settings), "registered" (the admin API,
-    # kept in the store), "agent" (a node agent's heartbeat) or "worker" (spawned).
+    # kept in the store), "agent" (a node agent's heartbeat), "worker" (spawned) or
+    # "demo" (`corral serve --demo`).
     origin: str = "config"
     # A node whose agent went silent: out of routing, and no probe brings it back;
     # only the agent's next heartbeat does (the engine may still answer, unwatched).

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["UsageRecord"]
+__all__ = ["UsageRecord", "UsageSource"]
+
+# How a record's token counts were had: from the backend's answer, from the backend's
+# tokenizer afterwards (the answer carried none), or estimated (about 4 characters a token).
+UsageSource = Literal["reported", "tokenized", "estimated"]
 
 
 @dataclass(slots=True)
@@ -24,6 +29,7 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     usage_estimated: bool = False  # counted by Corral (about 4 chars a token), not the backend
+    usage_source: UsageSource | None = None  # None: no counts (nothing was answered)
     load_duration_s: float | None = None
     attempts: int = 0
     error: str | None = None

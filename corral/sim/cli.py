@@ -265,6 +265,9 @@ def sim(
     pull_error: float = typer.Option(
         0.0, "--pull-error", help="Fraction of pulls that fail partway with an error line."
     ),
+    no_usage: bool = typer.Option(
+        False, "--no-usage", help="Answer without token counts (as some engines do)."
+    ),
     max_num_seqs: int = typer.Option(
         256, "--max-num-seqs", help="vLLM: sequences in the running batch; more wait."
     ),
@@ -295,6 +298,7 @@ def sim(
                 "malformed_json": malformed_json,
                 "busy": busy,
                 "pull_error": pull_error,
+                "no_usage": no_usage,
             }
         )
     except ValueError as exc:

@@ -29,6 +29,7 @@ class Faults:
     busy: bool = False  # every inference request gets the 503 "server busy"
     # A pull gives up after `after_chunks` progress lines, as a failed download does.
     pull_error: float = 0.0
+    no_usage: bool = False  # answers carry no token counts (some engines send none)
     after_chunks: int = 2  # where mid-stream faults strike
 
     def to_dict(self) -> dict[str, Any]:

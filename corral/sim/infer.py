@@ -216,8 +216,9 @@ def _piece_chunk(call: _Call, i: int, ts: str) -> dict[str, Any]:
     return out
 
 
-def _final(call: _Call, ev: Event, ts: str, whole: bool) -> dict[str, Any]:
-    """The done chunk (or, when ``whole``, the single non-streamed answer)."""
+def _final(call: _Call, ev: Event, ts: str, whole: bool, counts: bool = True) -> dict[str, Any]:
+    """The done chunk (or, when ``whole``, the single non-streamed answer); without
+    ``counts`` (the ``no_usage`` fault) it has no prompt_eval_count or eval_count."""
     thinking = "".join(call.pieces[: call.n_think]) if whole else ""
     content = "".join(call.pieces[call.n_think :]) if whole else ""
     out: dict[str, Any] = {"model": call.model, "created_at": ts}
@@ -241,9 +242,11 @@ def _final(call: _Call, ev: Event, ts: str, whole: bool) -> dict[str, Any]:
     if m is not None:
         out["total_duration"] = int(m.total_duration * 1e9)
         out["load_duration"] = int(m.load_duration * 1e9)
-        out["prompt_eval_count"] = m.prompt_eval_count
+        if counts:
+            out["prompt_eval_count"] = m.prompt_eval_count
         out["prompt_eval_duration"] = int(m.prompt_eval_duration * 1e9)
-        out["eval_count"] = m.eval_count
+        if counts:
+            out["eval_count"] = m.eval_count
         out["eval_duration"] = int(m.eval_duration * 1e9)
     return out
 
@@ -269,7 +272,8 @@ async def _answer(
     if not call.stream:
         done = await inbox.done()
         writer.finished = True
-        body = writer.whole(encode(_final(call, done, utc_now(), whole=True)))
+        counts = not rt.faults.no_usage
+        body = writer.whole(encode(_final(call, done, utc_now(), True, counts)))
         if body is None:
             return error_response(500, RUNNER_CRASH)
         rt.counters.completed += 1
@@ -290,7 +294,8 @@ async def _answer(
             msg = {"role": "assistant", "content": "", "tool_calls": call.tool_calls}
             tool_chunk = {"model": call.model, "created_at": ts, "message": msg, "done": False}
             lines.append(encode(tool_chunk) + b"\n")
-        lines.append(encode(_final(call, done_ev, ts, whole=False)) + b"\n")
+        final = _final(call, done_ev, ts, False, not rt.faults.no_usage)
+        lines.append(encode(final) + b"\n")
         return await writer.finish(lines)
 
 

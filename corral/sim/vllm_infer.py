@@ -45,6 +45,7 @@ class _Answer:
 
     def __init__(self, rt: VllmRuntime, call: Call) -> None:
         self.call = call
+        self.counts = not rt.faults.no_usage  # the no_usage fault: no usage anywhere
         chat = call.api == "chat"
         self.id = rt.new_id("chatcmpl" if chat else "cmpl")
         self.created = int(rt.created + rt.now())
@@ -75,7 +76,7 @@ class _Answer:
             "created": self.created,
             "model": c.model,
             "choices": [choice],
-            "usage": c.usage(),
+            "usage": c.usage() if self.counts else None,
             "system_fingerprint": None,
         }
 
@@ -97,7 +98,7 @@ class _Answer:
             "model": c.model,
             "choices": [choice],
         }
-        if c.continuous_usage:
+        if c.continuous_usage and self.counts:
             out["usage"] = c.usage(sent)
         return sse(out)
 
@@ -180,7 +181,7 @@ async def _respond(
         if not call.deltas:
             empty: dict[str, Any] = {"content": ""} if call.api == "chat" else {"text": ""}
             out.append(answer.chunk(empty, 0, call.finish_reason))
-        if call.include_usage:
+        if call.include_usage and answer.counts:
             out.append(answer.usage_chunk())
         out.append(DONE)
         return await stream.finish(out)

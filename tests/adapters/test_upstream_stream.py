@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from corral.adapters.rawstream import RawResponse
 from corral.adapters.upstream import HttpTransport, UpstreamConnectError, UpstreamRequest
 from tests.helpers import free_port
 
@@ -198,3 +199,105 @@ async def test_bytes_on_an_idle_pooled_connection_are_never_taken_for_an_answer(
         resp.close()
         await transport.close()
     assert b.connections == 2
+
+
+# -- pipe: pieces handed to a callback where they arrive --------------------------------
+
+
+async def _raw(url: str, transport: HttpTransport | None = None) -> RawResponse:
+    transport = transport or HttpTransport(url, connect_timeout=2)
+    resp = await transport.send(stream_request())
+    assert isinstance(resp, RawResponse)  # a plain-http stream takes the lean path
+    return resp
+
+
+async def test_pipe_hands_every_piece_to_the_sink_in_order_then_ends() -> None:
+    lines = [b'{"n":%d}\n' % i for i in range(6)]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        for line in lines:
+            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await _raw(url, transport)
+        got: list[bytes] = []
+        assert await resp.pipe(lambda piece: got.append(piece) is None)
+        resp.close()
+        # The connection was read to its end: the next request reuses it.
+        resp = await _raw(url, transport)
+        assert await resp.read() == b"".join(lines)
+        resp.close()
+        await transport.close()
+    assert b"".join(got) == b"".join(lines)
+    assert len(got) > 1  # as they came, not at the end
+    assert b.connections == 1
+
+
+async def test_a_sink_saying_false_pauses_the_pipe_until_it_is_called_again() -> None:
+    lines = [b'{"n":%d}\n' % i for i in range(4)]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        for line in lines:
+            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+
+    async with backend(script) as (_, url):
+        resp = await _raw(url)
+        got: list[bytes] = []
+        stops = 0
+        while True:
+            # Stop after every piece, as a relay does when its client falls behind.
+            if await resp.pipe(lambda piece: got.append(piece) or False):
+                break
+            stops += 1
+            await asyncio.sleep(0.03)
+        resp.close()
+    assert b"".join(got) == b"".join(lines)
+    assert stops >= 2
+
+
+async def test_a_sink_that_raises_fails_the_pipe_and_drops_the_connection() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(HEAD + b"6\r\nfirst\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"7\r\nsecond\n\r\n0\r\n\r\n")
+        assert await reader.read(1) == b""  # the client hung up
+        return False
+
+    def sink(piece: bytes) -> bool:
+        if piece == b"second\n":
+            raise ValueError("cannot translate this")
+        return True
+
+    async with backend(script) as (b, url):
+        resp = await _raw(url)
+        with pytest.raises(ValueError, match="cannot translate"):
+            while not await resp.pipe(sink):
+                pass
+        resp.close()
+        await asyncio.wait_for(b.closed.wait(), 2)
+
+
+async def test_a_backend_dying_mid_pipe_raises_a_connection_error() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(HEAD + b"6\r\nfirst\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        return False
+
+    async with backend(script) as (_, url):
+        resp = await _raw(url)
+        got: list[bytes] = []
+        with pytest.raises(ConnectionError):
+            await resp.pipe(lambda piece: got.append(piece) is None)
+        resp.close()
+    assert got == [b"first\n"]

@@ -121,6 +121,8 @@ async def test_the_agent_waits_out_an_absent_gateway_and_logs_it_once() -> None:
             assert agent.proc is not None and agent.proc.poll() is None  # still going
             async with run_gateway([], fleet={"token": TOKEN}, bind_port=port) as gw:
                 await until(lambda: "n1" in gw.gw.nodes.nodes, STARTUP)
+                # The agent logs it once the answer is back, a moment after the gateway.
+                await until(lambda: "registered with gateway" in agent.peek(), STARTUP)
                 output = agent.stop()  # before the gateway goes away again
     finally:
         await stop_nodes([sim])

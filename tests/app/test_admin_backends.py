@@ -410,3 +410,17 @@ async def test_seed_004_registration_maps_its_fields() -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_concurrent"
     assert wrong.status_code == 400 and "not an OpenAI-compatible server" in wrong.text
     assert enabled.json()["enabled"] is False
+
+
+async def test_an_openai_kind_backend_lists_models_by_its_own_names() -> None:
+    (vllm,) = await start_nodes([VllmSpec(name="v", model="Qwen/Qwen2.5-7B-Instruct")])
+    try:
+        async with (
+            run_gateway([{"name": "v", "url": vllm.url, "kind": "openai"}]) as gw,
+            httpx.AsyncClient(base_url=gw.url) as client,
+        ):
+            body = (await client.get("/admin/backends/v")).json()
+    finally:
+        await stop_nodes([vllm])
+    assert body["models"] == ["Qwen/Qwen2.5-7B-Instruct"]  # not "...:latest"
+    assert [m["model"] for m in body["loaded"]] == ["Qwen/Qwen2.5-7B-Instruct"]

@@ -99,6 +99,43 @@ def test_a_budget_lets_the_last_request_overrun_and_refuses_the_next_until_the_p
     assert isinstance(counters.admit_now(limits, 10, end), Admission)  # a new month
 
 
+def test_a_stream_charged_as_it_goes_counts_against_the_budget_before_it_ends() -> None:
+    counters = LocalCounters()
+    limits = Limits("k", "alice", budget=100)
+    first = counters.admit_now(limits, 10, at(0))
+    second = counters.admit_now(limits, 10, at(0))
+    assert isinstance(first, Admission) and isinstance(second, Admission)
+    start = first.period_start
+    assert start is not None
+    for _ in range(4):  # two streams, 16 tokens a batch each
+        counters.charge(first, 16)
+        counters.charge(second, 16)
+    assert counters.spent("alice", start) == 128 and first.charged == 64
+    # Both still run, yet the budget is spent: the next request is refused now.
+    refused = counters.admit_now(limits, 10, at(1))
+    assert isinstance(refused, Refusal) and refused.status == 403
+    # The end settles with the backend's counts: only what was not charged yet.
+    counters.finish(first, 70, at(2))  # 64 charged on the way, 70 in all
+    counters.finish(second, 60, at(2))  # counted more than reported: not refunded
+    assert counters.spent("alice", start) == 64 + 6 + 64
+    assert counters.in_flight("alice") == 0
+
+
+def test_stream_charges_take_from_the_tokens_per_minute_bucket_and_settle_once() -> None:
+    counters = LocalCounters()
+    limits = Limits("k", "alice", tpm=1000)
+    running = counters.admit_now(limits, 100, at(0))
+    assert isinstance(running, Admission)
+    counters.charge(running, 800)  # the stream's output so far: 900 taken in all
+    refused = counters.admit_now(limits, 200, at(0))
+    assert isinstance(refused, Refusal) and refused.limit == "tpm"
+    counters.charge(running, 0)  # nothing to charge is no charge
+    assert running.charged == 800
+    counters.finish(running, 850, at(0))  # 50 of prompt + 800 of output: 50 refunded
+    assert isinstance(counters.admit_now(limits, 150, at(0)), Admission)
+    assert isinstance(counters.admit_now(limits, 1, at(0)), Refusal)
+
+
 def test_a_zero_limit_refuses_everything() -> None:
     counters = LocalCounters()
     refused = counters.admit_now(Limits("k", "e", rpm=0), 0, at(0))

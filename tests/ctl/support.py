@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from asyncio.subprocess import Process
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Ran", "run_cli"]
+__all__ = ["Ran", "run_cli", "start_cli"]
 
 
 @dataclass
@@ -26,10 +27,12 @@ async def run_cli(
     timeout: float = 60,
 ) -> Ran:
     """``python -m corral ARGS`` with no CORRAL_* from the outside and a config home of
-    its own (so ~/.config/corral/config.toml of the machine never leaks in)."""
+    its own (so ~/.config/corral/config.toml of the machine never leaks in); its output
+    is not a terminal, as in a script."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     if home is not None:
         clean["XDG_CONFIG_HOME"] = str(home)
+    clean["COLUMNS"] = "200"  # tables as wide as they like: a cell is not wrapped mid-name
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -45,3 +48,19 @@ async def run_cli(
     )
     assert proc.returncode is not None
     return Ran(proc.returncode, out.decode(), err.decode())
+
+
+async def start_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> Process:
+    """``python -m corral ARGS`` left running (for ``--watch``): its output piped."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    clean |= {"XDG_CONFIG_HOME": str(home), "COLUMNS": "200"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "corral",
+        *args,
+        env={**clean, **(env or {})},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )

@@ -38,6 +38,7 @@ FLAGS = {
     "--malformed-json",
     "--busy",
     "--pull-error",
+    "--no-usage",
     "--max-num-seqs",
     "--max-num-batched-tokens",
     "--max-model-len",

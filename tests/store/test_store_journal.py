@@ -211,11 +211,11 @@ async def test_rows_wait_in_the_journal_while_the_store_is_down(
     real = usage_log.record_usage_batch
     outage = {"left": 3}
 
-    async def flaky(target: Store, entries: list[object]) -> int:
+    async def flaky(target: Store, entries: list[object], audits: list[object]) -> int:
         if outage["left"]:
             outage["left"] -= 1
             raise ConnectionError("database unreachable")
-        return await real(target, entries)  # type: ignore[arg-type]
+        return await real(target, entries, audits)  # type: ignore[arg-type]
 
     monkeypatch.setattr(usage_log, "record_usage_batch", flaky)
     log = UsageLog(store, Journal(tmp_path / "journal"), batch_s=0.02, sync_s=0.01)
@@ -251,3 +251,76 @@ async def test_a_failing_journal_write_loses_the_row_not_the_request(
         assert log.lost == 1 and "usage journal write failed" in caplog.text
     finally:
         await store.close()
+
+
+def test_rotate_finishes_the_live_segment_and_the_next_commit_deletes_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    first = journal.live_segment
+    assert not journal.rotate()  # nothing in it: no new segment
+    journal.append(b"a\n")
+    assert journal.rotate() and journal.live_segment == first + 1
+    lines, after = journal.read(journal.checkpoint, 10)
+    assert lines == [b"a\n"] and after == Position(first + 1, 0)
+    journal.commit(after)
+    assert journal.segments() == [first + 1]
+    journal.close()
+
+
+def test_a_read_stops_at_its_byte_budget_but_takes_at_least_one_line(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    for size in (10, 10, 30, 10):
+        journal.append(b"x" * (size - 1) + b"\n")
+    first, after = journal.read(journal.checkpoint, 100, max_bytes=15)
+    assert [len(line) for line in first] == [10, 10]  # the second line crossed 15 bytes
+    big, after = journal.read(after, 100, max_bytes=5)
+    assert [len(line) for line in big] == [30]  # one line even over the budget
+    rest, _ = journal.read(after, 100, max_bytes=1000)
+    assert [len(line) for line in rest] == [10]
+    journal.close()
+
+
+async def test_a_drain_commits_every_byte_capped_batch(store: Store, tmp_path: Path) -> None:
+    log = UsageLog(store, Journal(tmp_path / "journal"), batch_bytes=600)
+    await log.start()
+    for i in range(20):
+        log.append(record(i))
+    await log.stop()  # each batch holds a line or two; the drain goes on to the end
+    assert await rows(store) == {f"req-{i}": 1 for i in range(20)}
+
+
+async def test_an_amendment_updates_its_row_in_the_same_batch_or_a_later_one(
+    store: Store, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journal"
+    log = UsageLog(store, Journal(directory))
+    await log.start()
+    early, late = record(1), record(2)
+    for rec in (early, late):
+        rec.usage_estimated, rec.usage_source = True, "estimated"
+        log.append(rec, "openai")
+    early.prompt_tokens, early.completion_tokens = 31, 7  # the tokenizer's count
+    early.usage_estimated, early.usage_source = False, "tokenized"
+    log.append(early, "openai", amend=True)  # in the same batch as its row
+    await log.commit_batch()
+    late.prompt_tokens, late.completion_tokens = 44, 9
+    late.usage_estimated, late.usage_source = False, "tokenized"
+    log.append(late, "openai", amend=True)  # after its row is in the database
+    await log.stop()
+    assert await rows(store) == {"req-1": 1, "req-2": 1}
+    async with store.read() as session:
+        got = (await session.scalars(select(UsageRow).order_by(UsageRow.request_id))).all()
+    assert [
+        (r.prompt_tokens, r.completion_tokens, r.tokens_estimated, r.tokens_source) for r in got
+    ] == [(31, 7, False, "tokenized"), (44, 9, False, "tokenized")]
+
+
+async def test_an_amendment_whose_row_was_lost_writes_the_row(store: Store, tmp_path: Path) -> None:
+    log = UsageLog(store, Journal(tmp_path / "journal"))
+    await log.start()
+    rec = record(3)
+    rec.usage_source = "tokenized"
+    log.append(rec, "openai", amend=True)
+    await log.stop()
+    assert await rows(store) == {"req-3": 1}

@@ -152,3 +152,27 @@ async def test_concurrent_writers_all_land(store: Store) -> None:
     assert max(totals) == 200 and sorted(totals) == list(range(10, 201, 10))
     assert await quota.period_used(store, made[0].id, start) == 200
     assert (await users.list_users(store)).items.__len__() == 20
+
+
+async def test_amended_counts_replace_the_rows_and_replays_change_nothing(store: Store) -> None:
+    first = replace(entry(1, user_id=None), tokens_estimated=True, tokens_source="estimated")
+    assert await ledger.record_usage_batch(store, [first]) == 1
+    counted = replace(
+        first,
+        prompt_tokens=40,
+        completion_tokens=8,
+        tokens_estimated=False,
+        tokens_source="tokenized",
+    )
+    # Applied, then replayed after a crash: the original line first, then the amendment.
+    for _ in range(2):
+        await ledger.record_usage_batch(store, [first])
+        assert await ledger.amend_usage_counts(store, [counted]) == 1
+    totals = await ledger.query_usage(store, group_by="model")
+    assert [(t.requests, t.prompt_tokens, t.completion_tokens) for t in totals] == [(1, 40, 8)]
+    # An amendment whose row never arrived is the row.
+    lone = replace(counted, request_id="req-lost")
+    assert await ledger.amend_usage_counts(store, [lone]) == 1
+    totals = await ledger.query_usage(store, group_by="model")
+    assert [(t.requests, t.prompt_tokens) for t in totals] == [(2, 80)]
+    assert await ledger.amend_usage_counts(store, []) == 0

@@ -24,6 +24,7 @@ TABLES = {
     "quota_periods",
     "quota_requests",
     "audit_events",
+    "request_audit",
 }
 
 

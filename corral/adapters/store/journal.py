@@ -104,6 +104,18 @@ class Journal:
         if self._size >= self.segment_bytes:
             self._open_segment(self._segment + 1)
 
+    def rotate(self) -> bool:
+        """Start a new segment if the live one holds lines; True when it did.
+
+        The old segment is then finished, and deleted by the first commit past it: how
+        the request audit keeps prompts from lingering in a quiet gateway's live
+        segment for longer than a purge interval.
+        """
+        if self._fd < 0 or self._size == 0:
+            return False
+        self._open_segment(self._segment + 1)
+        return True
+
     def begin_sync(self) -> tuple[list[int], list[int]]:
         """File descriptors to fdatasync now, and the retired ones among them.
 
@@ -167,14 +179,19 @@ class Journal:
                 found.append(int(digits))
         return sorted(found)
 
-    def read(self, start: Position, max_lines: int) -> tuple[list[bytes], Position]:
-        """Up to ``max_lines`` complete lines after ``start``, and the position after them.
+    def read(
+        self, start: Position, max_lines: int, max_bytes: int | None = None
+    ) -> tuple[list[bytes], Position]:
+        """Up to ``max_lines`` complete lines after ``start`` (and, given ``max_bytes``,
+        no more bytes than that but at least one line), and the position after them.
 
         A finished segment (not the one being appended to) whose end lacks a newline
         was torn by a crash: that tail is skipped with a warning. In the live segment
         an incomplete tail is a write still in progress, left for the next read.
         """
         lines: list[bytes] = []
+        size = 0
+        budget = max_bytes if max_bytes is not None else float("inf")
         position = start
         for number in self.segments():
             if number < position.segment:
@@ -184,10 +201,13 @@ class Journal:
             # Decide whether the segment is finished *before* reading it: a segment
             # closed after this check was written whole, so its tail is never torn.
             live = number == self._segment
-            got, offset, torn = self._read_segment(number, position.offset, max_lines - len(lines))
+            got, offset, torn = self._read_segment(
+                number, position.offset, max_lines - len(lines), budget - size
+            )
             lines.extend(got)
+            size += sum(len(line) for line in got)
             position = Position(number, offset)
-            if len(lines) >= max_lines:
+            if len(lines) >= max_lines or size >= budget:
                 return lines, position
             if live:
                 return lines, position
@@ -200,9 +220,13 @@ class Journal:
             # A finished segment read to its end: continue with the next one.
         return lines, position
 
-    def _read_segment(self, number: int, offset: int, want: int) -> tuple[list[bytes], int, int]:
-        """Complete lines from ``offset``; the offset after them; bytes of tail left over."""
+    def _read_segment(
+        self, number: int, offset: int, want: int, budget: float
+    ) -> tuple[list[bytes], int, int]:
+        """Complete lines from ``offset``, stopping at ``want`` lines or once ``budget``
+        bytes are taken; the offset after them; bytes of a torn tail left over."""
         lines: list[bytes] = []
+        taken = 0
         try:
             file = open(self._path(number), "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -210,22 +234,24 @@ class Journal:
         with file:
             file.seek(offset)
             pending = b""
-            while len(lines) < want:
+            while True:
                 chunk = file.read(_CHUNK)
                 if not chunk:
                     break
                 parts = (pending + chunk).split(b"\n")
                 pending = parts.pop()
                 for part in parts:
-                    if len(lines) == want:
+                    if len(lines) == want or (lines and taken >= budget):
                         # Stop here; the rest is read next time from the new offset.
                         return lines, offset, 0
                     offset += len(part) + 1
                     if part:
                         lines.append(part + b"\n")
-            if len(lines) < want and pending:
-                return lines, offset, len(pending)
-        return lines, offset, 0
+                        taken += len(part) + 1
+            # The end of the file: what is left without a newline is a torn tail.
+            if len(lines) == want or (lines and taken >= budget):
+                return lines, offset, 0
+            return lines, offset, len(pending)
 
     # -- the checkpoint -----------------------------------------------------------------
 

@@ -136,6 +136,7 @@ class UsageEntry:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_estimated: bool = False
+    tokens_source: str | None = None  # "reported", "tokenized", "estimated"; None: no counts
     ttft_ms: float | None = None
     duration_ms: float = 0.0
     routing_reason: str | None = None
@@ -163,6 +164,7 @@ def usage_entry(
         prompt_tokens=record.prompt_tokens or 0,
         completion_tokens=record.completion_tokens or 0,
         tokens_estimated=record.usage_estimated,
+        tokens_source=record.usage_source,
         ttft_ms=None if record.ttfb_s is None else record.ttfb_s * 1000.0,
         duration_ms=record.duration_s * 1000.0,
         routing_reason=record.route_reason,

@@ -43,6 +43,7 @@ __all__ = [
     "QuotaOverrideRow",
     "QuotaPeriodRow",
     "QuotaRequestRow",
+    "RequestAuditRow",
     "UTCDateTime",
     "UsageRow",
     "UserRow",
@@ -53,6 +54,7 @@ ROLES = ("admin", "user")
 SCOPES = ("inference", "admin", "models")
 PERIODS = ("day", "week", "month")
 REQUEST_STATES = ("pending", "approved", "denied")
+CONTENT_LEVELS = ("metadata", "full")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -212,6 +214,8 @@ class UsageRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How the counts were had: "reported", "tokenized" or "estimated" (NULL: none).
+    tokens_source: Mapped[str | None] = mapped_column(String(16))
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[int] = mapped_column(Integer)
@@ -287,3 +291,42 @@ class AuditRow(Base):
     before: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
     after: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class RequestAuditRow(Base):
+    """One request as the audit keeps it (``audit.content``: metadata or full).
+
+    Apart from ``usage`` because it is purged after ``audit.retention_days`` and may
+    hold prompts and answers; the user is kept by name, as audit events keep actors,
+    so a row still says who it was after the account is gone.
+    """
+
+    __tablename__ = "request_audit"
+    __table_args__ = (
+        Index("ix_request_audit_time", "time"),
+        Index("ix_request_audit_user_name_time", "user_name", "time"),
+        CheckConstraint(_one_of("level", CONTENT_LEVELS), name="level"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    time: Mapped[datetime] = mapped_column()
+    user_name: Mapped[str | None] = mapped_column(String(128))
+    key_prefix: Mapped[str | None] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(256))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    dialect: Mapped[str] = mapped_column(String(16))
+    backend: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(String(512))
+    level: Mapped[str] = mapped_column(String(8))  # metadata or full
+    # The request's parameters with its text fields taken out (their names in "omitted").
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # full only: the request's text fields as JSON text, and the answer's text.
+    prompt: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)

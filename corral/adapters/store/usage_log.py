@@ -23,8 +23,13 @@ from sqlalchemy import select
 
 from corral.adapters.store.db import Store
 from corral.adapters.store.journal import Journal, Position
-from corral.adapters.store.ledger import record_usage_batch
+from corral.adapters.store.ledger import amend_usage_counts, record_usage_batch
 from corral.adapters.store.records import UsageEntry, usage_entry
+from corral.adapters.store.request_audit import (
+    ContentLine,
+    RequestAuditEntry,
+    request_audit_entry,
+)
 from corral.adapters.store.schema import UserRow
 from corral.core.errors import BadRequest
 from corral.core.usage import UsageRecord
@@ -33,12 +38,21 @@ __all__ = ["UsageLine", "UsageLog"]
 
 log = logging.getLogger("corral.ledger")
 
+_SLICE = 100  # rows per transaction within a batch
+
 
 class UsageLine(msgspec.Struct, omit_defaults=True):
-    """One journal line: the gateway's record and the dialect the backend spoke."""
+    """One journal line: the gateway's record, the dialect the backend spoke, and what
+    the request audit keeps of it (``audit.content``), which becomes its own row.
+
+    ``amend``: the record was written before and now has better counts (the backend's
+    tokenizer counted what it had not reported); its row is updated, not added.
+    """
 
     record: UsageRecord
     dialect_out: str | None = None
+    content: ContentLine | None = None
+    amend: bool = False
 
 
 class UsageLog:
@@ -51,6 +65,7 @@ class UsageLog:
         *,
         batch_s: float = 0.5,
         batch_max: int = 500,
+        batch_bytes: int = 16 << 20,
         sync_s: float = 0.1,
         max_backoff_s: float = 30.0,
     ) -> None:
@@ -58,6 +73,9 @@ class UsageLog:
         self.journal = journal
         self.batch_s = batch_s
         self.batch_max = batch_max
+        # Lines with request content (audit.content full) can be large: a batch also
+        # stops at this many bytes, so one never holds hundreds of megabytes.
+        self.batch_bytes = batch_bytes
         self.sync_s = sync_s
         self.max_backoff_s = max_backoff_s
         self.committed = 0  # rows this process added to the database
@@ -70,10 +88,18 @@ class UsageLog:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one batch at a time: the task, or stop's drain
 
-    def append(self, record: UsageRecord, dialect_out: str | None = None) -> None:
+    def append(
+        self,
+        record: UsageRecord,
+        dialect_out: str | None = None,
+        content: ContentLine | None = None,
+        *,
+        amend: bool = False,
+    ) -> None:
         """The hot path: one encode, one ``write`` call."""
         try:
-            self.journal.append(self._encode(UsageLine(record, dialect_out)) + b"\n")
+            line = UsageLine(record, dialect_out, content, amend)
+            self.journal.append(self._encode(line) + b"\n")
         except OSError as exc:  # a full or failing disk: the request itself went fine
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
@@ -115,26 +141,40 @@ class UsageLog:
         """Commit batches until the journal has nothing after the checkpoint."""
         total = 0
         while True:
-            added, lines = await self.commit_batch()
+            added, _, full = await self._commit_batch()
             total += added
-            if lines < self.batch_max:
+            if not full:
                 return total
 
     async def commit_batch(self) -> tuple[int, int]:
         """Write the next batch and move the checkpoint; (rows added, lines read)."""
+        added, lines, _ = await self._commit_batch()
+        return added, lines
+
+    async def _commit_batch(self) -> tuple[int, int, bool]:
+        # (rows added, lines read, whether the batch was full: more may be waiting)
         async with self._lock:
             self._read_up_to = self.journal.appended
-            raw, after = await asyncio.to_thread(self.journal.read, self._position, self.batch_max)
+            raw, after = await asyncio.to_thread(
+                self.journal.read, self._position, self.batch_max, self.batch_bytes
+            )
             if after == self._position:
-                return 0, 0
-            entries = self._entries(raw)
-            added = await self._write(entries) if entries else 0
+                return 0, 0, False
+            added = 0
+            # In slices, one transaction each: decoding, building and preparing rows holds
+            # the event loop (and so every open stream) for as long as they take, ~5 ms
+            # per 300 rows here. A crash between slices is harmless: the replay skips the
+            # rows already in, and an amendment never precedes its row in the journal.
+            for start in range(0, len(raw), _SLICE):
+                entries = self._entries(raw[start : start + _SLICE])
+                added += await self._write(entries) if entries else 0
             # Moving the checkpoint after the commit: a crash between the two replays
             # this batch, and the database skips rows it already has.
             await asyncio.to_thread(self.journal.commit, after)
             self._position = after
             self.committed += added
-            return added, len(raw)
+            full = len(raw) >= self.batch_max or sum(map(len, raw)) >= self.batch_bytes
+            return added, len(raw), full
 
     def _entries(self, raw: Sequence[bytes]) -> list[UsageLine]:
         lines = []
@@ -148,26 +188,47 @@ class UsageLog:
     async def _write(self, lines: list[UsageLine]) -> int:
         names = {line.record.user for line in lines if line.record.user is not None}
         ids = await self._user_ids(names) if names else {}
-        entries = [
-            usage_entry(
+
+        def entry(line: UsageLine) -> UsageEntry:
+            return usage_entry(
                 line.record,
                 user_id=ids.get(line.record.user) if line.record.user else None,
                 key_prefix=line.record.key_prefix,
                 dialect_out=line.dialect_out,
             )
-            for line in lines
-        ]
-        try:
-            return await record_usage_batch(self.store, entries)
-        except BadRequest:
-            return await self._write_one_by_one(entries)
 
-    async def _write_one_by_one(self, entries: list[UsageEntry]) -> int:
+        pairs = [
+            (
+                entry(line),
+                None if line.content is None else request_audit_entry(line.record, line.content),
+            )
+            for line in lines
+            if not line.amend
+        ]
+        amends = [entry(line) for line in lines if line.amend]
+        try:
+            added = await record_usage_batch(
+                self.store,
+                [entry for entry, _ in pairs],
+                [audit for _, audit in pairs if audit is not None],
+            )
+        except BadRequest:
+            added = await self._write_one_by_one(pairs)
+        if amends:  # after the rows they amend, which may be in this same batch
+            try:
+                await amend_usage_counts(self.store, amends)
+            except BadRequest as exc:
+                log.error("usage amendments refused and dropped: %s", exc)
+        return added
+
+    async def _write_one_by_one(
+        self, pairs: list[tuple[UsageEntry, RequestAuditEntry | None]]
+    ) -> int:
         # A row the store refuses must not block the rows behind it forever.
         added = 0
-        for entry in entries:
+        for entry, audit in pairs:
             try:
-                added += await record_usage_batch(self.store, [entry])
+                added += await record_usage_batch(self.store, [entry], [audit] if audit else [])
             except BadRequest as exc:
                 log.error("usage row %s refused and dropped: %s", entry.request_id, exc)
         return added

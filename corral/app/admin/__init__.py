@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 
 from corral.app.admin import (
     apikeys,
+    audit_search,
     backends,
     budgets,
     config_api,
@@ -55,6 +56,7 @@ def control_routers(gw: Gateway) -> list[APIRouter]:
         config_api.router(gw),
         seed.router(gw),
         workers.router(gw),
+        audit_search.router(gw),
     ]
 
 

@@ -33,6 +33,7 @@ _MANAGED_BY = {
     "config": "the config file (change it there, or PUT /admin/config/backends)",
     "agent": "its node agent (stop the agent, or see /admin/nodes)",
     "worker": "the worker pool (prune it through /admin/workers)",
+    "demo": "the demo fleet (it goes when `corral serve --demo` stops; disable it instead)",
 }
 
 

@@ -164,8 +164,10 @@ def backend_view(gw: Gateway, state: BackendState, now: float | None = None) -> 
         if board is not None
         else []
     )
+    # Names as the backend itself lists them (the fleet keys bare names as name:latest).
+    own = fleet.upstream_name
     loaded = [
-        LoadedModel(model=m, expires_in_s=_ahead(until, now))
+        LoadedModel(model=own(state.name, m), expires_in_s=_ahead(until, now))
         for m, until in sorted(state.loaded.items())
         if until > now
     ]
@@ -186,7 +188,7 @@ def backend_view(gw: Gateway, state: BackendState, now: float | None = None) -> 
         weight=state.weight,
         tags=list(state.tags),
         labels=dict(state.labels),
-        models=sorted(state.models),
+        models=sorted(own(state.name, m) for m in state.models),
         loaded=loaded,
         breakers=breakers,
         last_error=state.last_error,

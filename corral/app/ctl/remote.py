@@ -7,6 +7,7 @@ top-level ``url = "..."`` and ``key = "..."``, then ``http://127.0.0.1:8088`` an
 
 Every failure — the gateway unreachable, a refusal, a malformed answer — ends the
 command with one ``error: ...`` line on stderr and a non-zero exit code, never a traceback.
+`Remote.fetch` raises `RemoteError` instead, for a caller that goes on (``status --watch``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import httpx
 import typer
@@ -28,10 +30,16 @@ __all__ = [
     "JsonOpt",
     "KeyOpt",
     "Remote",
+    "RemoteError",
     "UrlOpt",
     "cli_config_path",
     "fail",
+    "guarded",
+    "rows_of",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_URL = "http://127.0.0.1:8088"
 
@@ -40,7 +48,7 @@ UrlOpt = Annotated[
     typer.Option(
         "--url",
         help="The gateway's base URL (env CORRAL_URL; config file `url`) "
-        f"[default: {DEFAULT_URL}].",
+        f"\\[default: {DEFAULT_URL}].",
         show_default=False,
     ),
 ]
@@ -55,9 +63,36 @@ KeyOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+class RemoteError(Exception):
+    """A call that failed, carrying the one line to print."""
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def guarded(command: Callable[P, R]) -> Callable[P, R]:
+    """A remote command whose reading of an answer trips over a shape it did not expect
+    (a field missing or of another type: a gateway of another version, or not Corral)
+    ends with one error line instead of a traceback."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            fail(f"the gateway answered something this corral cannot read ({exc!r})")
+
+    return run
+
+
+def rows_of(answer: Any, field: str, path: str) -> list[dict[str, Any]]:
+    """``answer[field]`` as a list of objects, or one clear error naming the route."""
+    rows = answer.get(field) if isinstance(answer, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        fail(f"{path} answered without a {field!r} list of objects: is this a Corral gateway?")
+    return rows
 
 
 def cli_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -91,6 +126,9 @@ def _message(resp: httpx.Response) -> str:
         return resp.text.strip()[:300] or resp.reason_phrase
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
+        if error.get("code") == "RouteNotFound":
+            # The gateway is there but lacks the route: older than this command.
+            return f"{error['message']} (a Corral gateway older than this command?)"
         return str(error["message"])
     if isinstance(error, str):
         return error
@@ -132,29 +170,40 @@ class Remote:
                 + str(cli_config_path())
                 + ")"
             )
-        fail(f"{resp.status_code} from {resp.request.url.path}: {_message(resp)}{hint}")
+        raise RemoteError(
+            f"{resp.status_code} from {resp.request.url.path}: {_message(resp)}{hint}"
+        )
 
     @contextmanager
-    def _reaching(self) -> Iterator[None]:
+    def _reaching(self, waited: float) -> Iterator[None]:
         try:
             yield
         except httpx.ConnectError:
-            fail(f"cannot reach the gateway at {self.url} (is `corral serve` running there?)")
+            raise RemoteError(
+                f"cannot reach the gateway at {self.url} (is `corral serve` running there?)"
+            ) from None
         except httpx.TimeoutException:
-            fail(f"the gateway at {self.url} did not answer within {self.timeout:g} s")
+            raise RemoteError(
+                f"the gateway at {self.url} did not answer within {waited:g} s"
+            ) from None
         except httpx.HTTPError as exc:
-            fail(f"talking to {self.url}: {exc}")
+            raise RemoteError(f"talking to {self.url}: {exc}") from None
 
-    def call(
+    def fetch(
         self,
         method: str,
         path: str,
         *,
         body: Any = None,
         params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """One request; the decoded JSON answer (None for an empty one)."""
-        with self._reaching(), httpx.Client(timeout=self.timeout) as client:
+        """One request; the decoded JSON answer (None for an empty one). Raises
+        `RemoteError`. ``timeout`` replaces the default wait for the answer (for calls
+        that answer once work is done: a drain, a spawn)."""
+        waited = self.timeout if timeout is None else timeout
+        limit = httpx.Timeout(self.timeout, read=waited)
+        with self._reaching(waited), httpx.Client(timeout=limit) as client:
             resp = client.request(
                 method,
                 self.url + path,
@@ -168,13 +217,36 @@ class Remote:
         try:
             return resp.json()
         except ValueError:
-            fail(f"{path} answered something that is not JSON: {resp.text[:200]!r}")
+            raise RemoteError(
+                f"{path} answered something that is not JSON: {resp.text[:200]!r}"
+            ) from None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """`fetch`, ending the command with one error line if it fails."""
+        try:
+            return self.fetch(method, path, body=body, params=params, timeout=timeout)
+        except RemoteError as exc:
+            fail(str(exc))
 
     def stream(self, path: str, body: Any, *, timeout: float | None = None) -> Iterator[Any]:
         """POST, then each NDJSON line of the answer, decoded, as it arrives."""
+        try:
+            yield from self._stream(path, body, timeout)
+        except RemoteError as exc:
+            fail(str(exc))
+
+    def _stream(self, path: str, body: Any, timeout: float | None) -> Iterator[Any]:
         limit = httpx.Timeout(self.timeout, read=timeout)
         with (
-            self._reaching(),
+            self._reaching(self.timeout if timeout is None else timeout),
             httpx.Client(timeout=limit) as client,
             client.stream("POST", self.url + path, json=body, headers=self._headers()) as resp,
         ):
@@ -187,8 +259,12 @@ class Remote:
                 try:
                     item = json.loads(line)
                 except ValueError:
-                    fail(f"{path} streamed a line that is not JSON: {line[:200]!r}")
+                    raise RemoteError(
+                        f"{path} streamed a line that is not JSON: {line[:200]!r}"
+                    ) from None
                 if isinstance(item, dict) and "error" in item and len(item) <= 2:
                     error = item["error"]
-                    fail(error.get("message", str(error)) if isinstance(error, dict) else error)
+                    raise RemoteError(
+                        error.get("message", str(error)) if isinstance(error, dict) else error
+                    )
                 yield item

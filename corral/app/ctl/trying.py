@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.app.ctl.remote import KeyOpt, Remote, UrlOpt, fail
+from corral.app.ctl.remote import KeyOpt, Remote, UrlOpt, fail, guarded
 
 __all__ = ["chat", "generate"]
 
@@ -76,6 +76,7 @@ def _say(remote: Remote, path: str, body: dict[str, Any], field: str) -> dict[st
     return last
 
 
+@guarded
 def chat(
     model: Annotated[str, typer.Argument(help="The model, as the fleet lists it.")],
     prompt: Annotated[
@@ -124,6 +125,7 @@ def chat(
             _stats(last)
 
 
+@guarded
 def generate(
     model: Annotated[str, typer.Argument(help="The model, as the fleet lists it.")],
     prompt: Annotated[str, typer.Argument(help="The prompt; - reads it from stdin.")],
