@@ -189,3 +189,18 @@ async def test_the_spec_documents_the_errors_the_control_plane_answers(
         "queue" in section["schema"]["enum"]
         and "404" not in ops["/admin/config/{section}"]["put"]["responses"]
     )
+
+
+@pytest.mark.parametrize("since", ["1700000000", "0.58", "-1", "1e9"])
+async def test_a_usage_window_is_an_iso_time_not_seconds_since_1970(
+    gateway: RunningGateway, since: str
+) -> None:
+    # pydantic alone would read these as epoch seconds; the spec says date-time.
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        resp = await client.get("/admin/usage", params={"since": since}, headers=BEARER)
+        ok = await client.get(
+            "/admin/usage", params={"since": "2026-05-01T00:00:00Z"}, headers=BEARER
+        )
+    error = refused(resp, 400, "InvalidField", "since")
+    assert "must be an ISO 8601 time with a timezone" in error["message"]
+    assert ok.status_code == 200, ok.text

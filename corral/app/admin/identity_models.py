@@ -9,11 +9,12 @@ it would refuse with a 500.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from corral.adapters.store.audited import KeySpec
 from corral.adapters.store.db import MAX_PAGE, Store
@@ -365,16 +366,26 @@ class UsageQuery(BaseModel):
     until: datetime | None
 
 
+def _iso_time(value: object) -> object:
+    # pydantic would read "1700000000" (or "0.5") as seconds since 1970: not what the
+    # spec says this is, and easy to send by mistake.
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an ISO 8601 time with a timezone, e.g. 2026-05-01T00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_time)]
+
+
 def usage_params(
     model: Annotated[
         str | None, Query(min_length=1, max_length=256, description="Only this model.")
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="From this time (ISO 8601 with a timezone).")
+        IsoTime | None, Query(description="From this time (ISO 8601 with a timezone).")
     ] = None,
-    until: Annotated[
-        AwareDatetime | None, Query(description="Up to (not including) this time.")
-    ] = None,
+    until: Annotated[IsoTime | None, Query(description="Up to (not including) this time.")] = None,
 ) -> UsageQuery:
     """The filters shared by the admin and the self-service usage routes."""
     return UsageQuery(model=model, since=since, until=until)
