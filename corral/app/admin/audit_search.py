@@ -13,6 +13,7 @@ from corral.adapters.store.audit_search import AuditHit, search_everything
 from corral.adapters.store.db import MAX_PAGE
 from corral.app.admin.audit import audit_action
 from corral.app.admin.deps import Actor, requires
+from corral.app.admin.identity_models import IsoTime
 from corral.core.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -149,11 +150,11 @@ def router(gw: Gateway) -> APIRouter:
             ),
         ] = None,
         since: Annotated[
-            datetime | None,
+            IsoTime | None,
             Query(description="From this time on, ISO 8601 with a timezone (2026-05-01T00:00Z)."),
         ] = None,
         until: Annotated[
-            datetime | None,
+            IsoTime | None,
             Query(description="Before this time, ISO 8601 with a timezone."),
         ] = None,
         text: Annotated[
