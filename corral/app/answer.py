@@ -140,8 +140,7 @@ async def relay_whole(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wat
         judge_whole(ctx, body)
     ctx.status = 200
     await start_response(ctx, 200, resp.content_type.encode(), len(body))
-    ctx.finished = True
-    await ctx.send({"type": "http.response.body", "body": body})
+    await ctx.finish(body)
 
 
 async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
@@ -162,6 +161,13 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
     tap = SchemaTap(ctx) if ctx.schema is not None else None
     out = _Out(send)
     relayed = _Passed(ctx, watchdog, out.write, tap, first)
+
+    def closing() -> None:
+        relayed.meter.close()
+        if ctx.usage_source is None:  # no counts: cut short, or the backend gave none
+            _account_usage(ctx, _estimate(ctx, ctx.streamed_tokens))
+
+    ctx.closing = closing
     gw.open_streams += 1
     try:
         await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -177,13 +183,9 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
         if tap is not None and (problem := tap.problem()) is not None:
             await end_stream_with_error(ctx, problem)
             return
-        ctx.finished = True
-        await send({"type": "http.response.body", "body": b""})
+        await ctx.finish()
     finally:
-        relayed.meter.close()
         gw.open_streams -= 1
-        if ctx.usage_source is None:  # no counts: cut short, or the backend gave none
-            _account_usage(ctx, _estimate(ctx, ctx.streamed_tokens))
 
 
 class _Out:
@@ -289,8 +291,7 @@ async def relay_planned_whole(
         judge_whole(ctx, body)
     ctx.status = 200
     await start_response(ctx, 200, _JSON, len(body))
-    ctx.finished = True
-    await ctx.send({"type": "http.response.body", "body": body})
+    await ctx.finish(body)
 
 
 async def relay_handled_stream(
@@ -321,6 +322,14 @@ async def relay_handled_stream(
     ctx.status = 200
     await start_response(ctx, 200, handler.content_type, None)
     tap = SchemaTap(ctx) if ctx.schema is not None else None
+
+    def closing() -> None:
+        meter.close()
+        if ctx.usage_source is None:  # cut short: the client left, the backend died or stalled
+            _account_usage(ctx, handler.usage or plan.estimate(handler))
+        _count_later(ctx, plan, handler.answer_text)
+
+    ctx.closing = closing
     gw.open_streams += 1
     try:
         if tap is not None:
@@ -346,14 +355,9 @@ async def relay_handled_stream(
                 return
             if tap.held_done:
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
-        ctx.finished = True
-        await send({"type": "http.response.body", "body": b""})
+        await ctx.finish()
     finally:
-        meter.close()
         gw.open_streams -= 1
-        if ctx.usage_source is None:  # cut short: the client left, the backend died or stalled
-            _account_usage(ctx, handler.usage or plan.estimate(handler))
-        _count_later(ctx, plan, handler.answer_text)
 
 
 class _Handled:
@@ -423,10 +427,9 @@ def _account(ctx: RequestContext, final: Final) -> None:
 async def end_stream_with_error(ctx: RequestContext, message: str) -> None:
     """End a stream that already began with an error the client's dialect can read."""
     ctx.error = message
-    ctx.finished = True
     if ctx.dialect == "openai":
         error = {"message": message, "type": "server_error", "param": None, "code": None}
         line = b"data: " + msgspec.json.encode({"error": error}) + b"\n\ndata: [DONE]\n\n"
     else:
         line = msgspec.json.encode({"error": message}) + b"\n"
-    await ctx.send({"type": "http.response.body", "body": line})
+    await ctx.finish(line)

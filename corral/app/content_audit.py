@@ -178,6 +178,10 @@ class Transcript:
         self.truncated = False
 
     async def send(self, message: Message) -> None:
+        await self.keep(message)(message)
+
+    def keep(self, message: Message) -> Send:
+        """Take what ``message`` carries of the answer; the send to pass it on with."""
         if message["type"] == "http.response.body":
             body = message.get("body", b"")
             if body and self.ok and self.left > 0:
@@ -187,7 +191,7 @@ class Transcript:
                     self._digest(final=False)
         elif message["type"] == "http.response.start":
             self.ok = message["status"] == 200
-        await self._send(message)
+        return self._send
 
     def _digest(self, *, final: bool) -> None:
         data = b"".join(self._raw)

@@ -18,7 +18,7 @@ from typing import IO
 
 import msgspec
 
-from corral.app.asgi import JSON, ClientGone, send_response
+from corral.app.asgi import JSON, ClientGone
 from corral.app.backend_calls import (
     BackendReply,
     ProgressQueue,
@@ -128,8 +128,7 @@ async def fan_out(ctx: RequestContext) -> None:
     if not ok:
         raise NotFound(error_text(missing[0].body) or f'model "{ctx.model}" not found')
     ctx.status = 200
-    ctx.finished = True
-    await send_response(ctx.send, 200, b"", headers=headers)
+    await ctx.respond(200, b"", headers=headers)
 
 
 async def merged_progress(ctx: RequestContext) -> None:
@@ -167,8 +166,7 @@ async def merged_progress(ctx: RequestContext) -> None:
             )
             async for line in lines:
                 await ctx.send({"type": "http.response.body", "body": line, "more_body": True})
-            ctx.finished = True
-            await ctx.send({"type": "http.response.body", "body": b""})
+            await ctx.finish()
             return
         last = b""
         async for line in lines:
@@ -179,8 +177,7 @@ async def merged_progress(ctx: RequestContext) -> None:
             ctx.status = _failed_status(refused, len(chosen))
         else:
             ctx.status = 200
-        ctx.finished = True
-        await send_response(ctx.send, ctx.status, last.rstrip(b"\n"), headers=headers)
+        await ctx.respond(ctx.status, last.rstrip(b"\n"), headers=headers)
     finally:
         for task in tasks:
             task.cancel()
@@ -248,7 +245,7 @@ async def blob_exists(ctx: RequestContext) -> None:
     outcomes = await asyncio.gather(*(_call(ctx, b, "HEAD", None) for b in chosen))
     status = 200 if all(o.status == 200 for o in outcomes) else 404
     ctx.status = status
-    ctx.finished = True
+    ctx.response_started = True
     await ctx.send(
         {
             "type": "http.response.start",
@@ -256,7 +253,7 @@ async def blob_exists(ctx: RequestContext) -> None:
             "headers": _headers(ctx, chosen),
         }
     )
-    await ctx.send({"type": "http.response.body", "body": b""})
+    await ctx.finish()
 
 
 async def spool_blob(ctx: RequestContext) -> None:
@@ -296,8 +293,7 @@ async def blob_upload(ctx: RequestContext) -> None:
         detail = "; ".join(f"{o.backend}: {o.error}" for o in failed)
         raise CorralError(f"blob upload failed on {detail}", status=failed[0].status or 502)
     ctx.status = 201
-    ctx.finished = True
-    await send_response(ctx.send, 201, b"", JSON, headers=_headers(ctx, chosen))
+    await ctx.respond(201, b"", JSON, headers=_headers(ctx, chosen))
 
 
 async def _upload(ctx: RequestContext, b: BackendState, path: str) -> BackendReply:

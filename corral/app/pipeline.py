@@ -3,10 +3,13 @@
 An endpoint is an ordered tuple of stages over one ``RequestContext``; reading
 ``Pipeline.stage_names`` shows the whole flow of an endpoint in one place. A stage
 either finishes the response itself or leaves it to a later stage; raising a
-``CorralError`` rejects the request in the client's dialect. Accounting runs after the
-stages, always, whatever happened, after the request's ``on_end`` hook (which gives
-back its place under the limits and charges its tokens); with ``audit.content`` on, the
-request's audit line goes into the same journal line as its usage record.
+``CorralError`` rejects the request in the client's dialect. The request is settled
+once, whatever happened: its ``on_end`` hook gives back its place under the limits and
+charges its tokens, then its usage record is journaled (with ``audit.content`` on, the
+request's audit line goes into the same journal line). A response settles just before
+its last body message goes out (`RequestContext.finish`), so a client that has read a
+whole answer always has its row, even if the process is killed the next instant;
+anything that ends otherwise (a client gone, a bug) settles after the stages.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.app.asgi import (
+    JSON,
     ClientGone,
+    Message,
     Receive,
     Scope,
     Send,
     read_body,
-    send_error,
     watch_disconnect,
 )
 from corral.core.errors import CorralError
@@ -71,6 +75,9 @@ class RequestContext:
     identity: Identity | None = None  # who the API key speaks for, when auth is on
     admission: Any = None  # the limits' Admission while the request counts against them
     on_end: Callable[[RequestContext], None] | None = None  # settles admission, always
+    # A stream's last count of what it relayed (its usage when the backend gave none),
+    # run by `settle` first, however the stream ended.
+    closing: Callable[[], None] | None = None
     streamed_tokens: int = 0  # output tokens metered (and charged) while streaming
     attempts: int = 0
     response_started: bool = False
@@ -92,6 +99,33 @@ class RequestContext:
     finished: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     transcript: Any = None  # audit.content full: keeps the answer's text on its way out
+    audit: Any = None  # the ContentAudit, when it covers this endpoint
+    settled: bool = False  # on_end ran and the usage record is journaled
+
+    async def finish(self, body: bytes = b"") -> None:
+        """Send the response's last body message, settling the request just before it."""
+        self.finished = True
+        message: Message = {"type": "http.response.body", "body": body}
+        send = self.send
+        if self.transcript is not None:
+            send = self.transcript.keep(message)  # the answer's text, then the raw send
+        settle(self)
+        await send(message)
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = JSON,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """A whole response: its start, then `finish` with ``body``."""
+        raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        if headers:
+            raw.extend(headers)
+        self.response_started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": raw})
+        await self.finish(body)
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """X-Corral-Request-Id and X-Corral-Backend ("none" when nothing was routed)."""
@@ -142,9 +176,10 @@ class Pipeline:
         ctx = RequestContext(
             gw, scope, receive, send, self.endpoint, self.dialect, rid, time.time()
         )
-        if self._transcribe:
-            assert self._content is not None
-            send = self._content.transcribe(ctx)
+        if self._content is not None:
+            ctx.audit = self._content
+            if self._transcribe:
+                self._content.transcribe(ctx)
         task = asyncio.current_task()
         assert task is not None
         watcher: asyncio.Task[None] | None = None
@@ -164,18 +199,14 @@ class Pipeline:
         except CorralError as exc:
             ctx.error = exc.message
             if not ctx.response_started:
-                ctx.status = exc.status
-                ctx.finished = True
-                await send_error(send, exc, self.dialect, ctx.id_headers())
+                await _refuse(ctx, exc)
         except ClientGone:
             ctx.client_gone = True
         except Exception as exc:  # a bug: still answer in the client's dialect, and log it
             log.exception("request %s to %s failed", rid, self.endpoint)
             ctx.error = f"internal error: {type(exc).__name__}"
             if not ctx.response_started:
-                ctx.status = 500
-                ctx.finished = True
-                await send_error(send, CorralError(ctx.error), self.dialect, ctx.id_headers())
+                await _refuse(ctx, CorralError(ctx.error))
         except asyncio.CancelledError:
             if not ctx.client_gone:
                 raise
@@ -186,22 +217,45 @@ class Pipeline:
         finally:
             if watcher is not None:
                 watcher.cancel()
-            if ctx.on_end is not None:
-                try:
-                    ctx.on_end(ctx)
-                except Exception:  # never lose the usage record over it
-                    log.exception("ending request %s failed", rid)
-            content = None
-            if self._content is not None:
-                try:
-                    content = self._content.line(ctx)
-                except Exception:  # the usage row goes in without it
-                    log.exception("auditing request %s failed", rid)
-            with contextlib.suppress(Exception):
-                record = _usage(ctx)
-                gw.record(record, content)
-                if ctx.count_job is not None:
-                    gw.counter.submit(record, ctx.count_job)  # amends the record later
+            settle(ctx)
+
+
+async def _refuse(ctx: RequestContext, error: CorralError) -> None:
+    """Answer with ``error`` in the client's dialect (the response has not started)."""
+    ctx.status = error.status
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
+    headers.extend(ctx.id_headers())
+    await ctx.respond(error.status, error.body(ctx.dialect), headers=headers)
+
+
+def settle(ctx: RequestContext) -> None:
+    """Once per request: give back its place under the limits, then journal its usage
+    record (and audit line). Nothing here may raise: the record must not be lost."""
+    if ctx.settled:
+        return
+    ctx.settled = True
+    gw = ctx.gw
+    if ctx.closing is not None:
+        try:
+            ctx.closing()
+        except Exception:
+            log.exception("counting the stream of request %s failed", ctx.request_id)
+    if ctx.on_end is not None:
+        try:
+            ctx.on_end(ctx)
+        except Exception:  # never lose the usage record over it
+            log.exception("ending request %s failed", ctx.request_id)
+    content = None
+    if ctx.audit is not None:
+        try:
+            content = ctx.audit.line(ctx)
+        except Exception:  # the usage row goes in without it
+            log.exception("auditing request %s failed", ctx.request_id)
+    with contextlib.suppress(Exception):
+        record = _usage(ctx)
+        gw.record(record, content)
+        if ctx.count_job is not None:
+            gw.counter.submit(record, ctx.count_job)  # amends the record later
 
 
 def request_id(scope: Scope) -> str:

@@ -272,8 +272,7 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
     if plan.mode == "local":
         ctx.status = 200
         await start_response(ctx, 200, _JSON, len(plan.body))
-        ctx.finished = True
-        await ctx.send({"type": "http.response.body", "body": plan.body})
+        await ctx.finish(plan.body)
         return
     if plan.dropped and log.isEnabledFor(logging.INFO):
         log.info(
@@ -373,8 +372,7 @@ async def _upstream_failed(
     ctx.status = resp.status
     ctx.error = message
     await start_response(ctx, resp.status, resp.content_type.encode(), len(body))
-    ctx.finished = True
-    await ctx.send({"type": "http.response.body", "body": body})
+    await ctx.finish(body)
 
 
 def _error_text(body: bytes) -> str | None:

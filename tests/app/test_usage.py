@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import ollama
 import pytest
 from aiohttp import web
+from starlette.routing import Route
 
+from corral.app.factory import create_app
+from corral.app.pipeline import Pipeline
 from corral.sim.launch import NodeSpec
-from tests.helpers import free_port, run_gateway, sim_fleet
+from tests.helpers import SimFleet, free_port, run_gateway, sim_fleet
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -90,3 +95,59 @@ async def test_reported_counts_are_not_marked_estimated() -> None:
             assert (await client.post(path, json=body)).status_code == 200
             rec = fleet.gw.usage[-1]
             assert rec.prompt_tokens and rec.completion_tokens and not rec.usage_estimated
+
+
+async def _last_message(
+    fleet: SimFleet, pipeline: Pipeline, path: str, body: dict[str, Any], rid: str
+) -> list[tuple[int, bool]]:
+    """Call ``pipeline`` as uvicorn would; for each last body message sent, the status and
+    whether the request's usage record was already made."""
+    sent: list[tuple[int, bool]] = []
+    started: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message["status"])
+        elif not message.get("more_body", False):
+            sent.append((started[-1], rid in {r.request_id for r in fleet.gw.usage}))
+
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays until the answer ends
+        raise AssertionError("unreachable")
+
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", rid.encode())]
+    scope = {"type": "http", "method": "POST", "path": path, "http_version": "1.1"}
+    await pipeline({**scope, "headers": headers, "client": ("127.0.0.1", 1)}, receive, send)
+    return sent
+
+
+async def test_the_usage_record_is_journaled_before_the_last_byte_goes_out() -> None:
+    """A client that has read a whole answer has its row even if the gateway dies the
+    next instant: each request settles just before its last body message, whether the
+    answer is whole, streamed, translated or an error."""
+    async with sim_fleet(NodeSpec()) as fleet:
+        app = create_app(fleet.gw.settings, gateway=fleet.gw)
+        pipelines = {
+            r.path: r.endpoint
+            for r in app.routes
+            if isinstance(r, Route) and isinstance(r.endpoint, Pipeline)
+        }
+        chat = {"model": "llama3.2:1b", "messages": MSGS, "options": {"num_predict": 4}}
+        cases = [
+            ("/api/chat", {**chat, "stream": False}, 200),
+            ("/api/chat", {**chat, "stream": True}, 200),
+            ("/v1/chat/completions", {**chat, "stream": False}, 200),
+            ("/v1/chat/completions", {**chat, "stream": True}, 200),
+            ("/api/chat", {**chat, "model": "no-such-model"}, 404),
+            ("/v1/chat/completions", {"model": "llama3.2:1b", "messages": "nope"}, 400),
+        ]
+        for n, (path, body, status) in enumerate(cases):
+            rid = f"last-byte-{n}"
+            sent = await _last_message(fleet, pipelines[path], path, body, rid)
+            assert sent == [(status, True)], (path, body)
+            assert fleet.gw.usage[-1].request_id == rid
+            assert fleet.gw.usage[-1].status == status

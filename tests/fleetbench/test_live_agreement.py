@@ -39,6 +39,7 @@ PROBE_S = 2.0
 # probe first sees a load or an eviction) and everything that follows from it. (The
 # live probe loop drifts by each probe's own few milliseconds: no matter over 5 s.)
 MARGIN_S = 0.04
+LIVE_TRIES = 2
 
 
 def agreement_scenario() -> Scenario:
@@ -107,18 +108,25 @@ async def test_live_gateway_and_simulation_send_each_request_to_the_same_backend
     run = sim.run()
     virtual = {r.t: r for r in run.records}
     assert all(r.status == "ok" for r in run.records)
-    async with live_fleet(scenario, policy, seed=SEED) as fleet:
-        served = await replay(fleet.url, arrivals)
-        live_loads = fleet.loads
-    assert all(s.status == 200 for s in served)
-    pairs = [(virtual[a.t].backend, s.backend) for a, s in zip(arrivals, served, strict=True)]
-    differ = [
-        f"#{i} t={a.t} {a.model}: virtual {v}, live {s.backend} ({s.reason})"
-        for i, (a, (v, _), s) in enumerate(zip(arrivals, pairs, served, strict=True))
-        if v != s.backend
-    ]
-    assert not differ, "\n".join(differ)
-    assert live_loads == run.result.model_loads
+    # MARGIN_S covers the few milliseconds a live run drifts by; a machine busy with
+    # other work (a CI runner) can now and then stall the loop for longer. So one
+    # disagreeing live run is replayed once, on fresh nodes, and the second must agree.
+    tries: list[str] = []
+    for _ in range(LIVE_TRIES):
+        async with live_fleet(scenario, policy, seed=SEED) as fleet:
+            served = await replay(fleet.url, arrivals)
+            live_loads = fleet.loads
+        assert all(s.status == 200 for s in served)
+        differ = [
+            f"#{i} t={a.t} {a.model}: virtual {virtual[a.t].backend}, live {s.backend} ({s.reason})"
+            for i, (a, s) in enumerate(zip(arrivals, served, strict=True))
+            if virtual[a.t].backend != s.backend
+        ]
+        if not differ and live_loads == run.result.model_loads:
+            return
+        loads = f"model loads: live {live_loads}, virtual {run.result.model_loads}"
+        tries.append("\n".join([*differ, loads]))
+    raise AssertionError("\n-- and again:\n".join(tries))
 
 
 # -- ranking -----------------------------------------------------------------------
