@@ -17,6 +17,7 @@ __all__ = [
     "Watchdog",
     "direct_body",
     "read_body",
+    "response_start",
     "send_error",
     "send_response",
     "watch_disconnect",
@@ -75,11 +76,21 @@ async def send_response(
     content_type: bytes = JSON,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send(response_start(status, len(body), content_type, headers))
+    await send({"type": "http.response.body", "body": body})
+
+
+def response_start(
+    status: int,
+    length: int,
+    content_type: bytes = JSON,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Message:
+    """The start of a whole response of ``length`` bytes."""
+    raw = [(b"content-type", content_type), (b"content-length", str(length).encode())]
     if headers:
         raw.extend(headers)
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    return {"type": "http.response.start", "status": status, "headers": raw}
 
 
 async def send_error(

@@ -31,6 +31,7 @@ from corral.app.asgi import (
     Scope,
     Send,
     read_body,
+    response_start,
     watch_disconnect,
 )
 from corral.core.errors import CorralError
@@ -120,11 +121,8 @@ class RequestContext:
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """A whole response: its start, then `finish` with ``body``."""
-        raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-        if headers:
-            raw.extend(headers)
         self.response_started = True
-        await self.send({"type": "http.response.start", "status": status, "headers": raw})
+        await self.send(response_start(status, len(body), content_type, headers))
         await self.finish(body)
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
