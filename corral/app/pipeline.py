@@ -233,9 +233,10 @@ def settle(ctx: RequestContext) -> None:
         return
     ctx.settled = True
     gw = ctx.gw
-    if ctx.closing is not None:
+    closing, ctx.closing = ctx.closing, None  # it holds ctx: no cycle left behind
+    if closing is not None:
         try:
-            ctx.closing()
+            closing()
         except Exception:
             log.exception("counting the stream of request %s failed", ctx.request_id)
     if ctx.on_end is not None:
