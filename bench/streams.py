@@ -222,6 +222,16 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
 
+def starts_over(stream_secs: float, spread: float | None) -> float:
+    """Seconds to spread the first starts over: one stream's length unless capped.
+
+    Every stream lasts the same, so the phases of the first starts repeat for good: over
+    a stream's whole length the streams end and restart evenly; over less, the restarts
+    come in waves, each as dense as ``stream_secs / spread`` times the mean start rate.
+    """
+    return stream_secs if spread is None else min(stream_secs, spread)
+
+
 class Load:
     """N workers, each holding one connection and streaming back to back."""
 
@@ -534,7 +544,7 @@ class Bench:
         a = self.args
         set_pace(self.rig.backend_url, interval_ms)
         secs = (a.first_ms + (a.chunks + 1) * interval_ms) / 1000
-        spread = min(secs, a.spread)  # ≥ one interval: chunk times are spread evenly anyway
+        spread = starts_over(secs, a.spread)
         load = Load(port, dialect, streams, spread)
         try:
             await asyncio.sleep(spread + a.warmup)
@@ -570,10 +580,11 @@ class Bench:
         interval = n / rate * 1000
         set_pace(self.rig.backend_url, interval)
         secs = (a.first_ms + (a.chunks + 1) * interval) / 1000
-        load = Load(port, dialect, n, min(secs, a.spread))
+        spread = starts_over(secs, a.spread)
+        load = Load(port, dialect, n, spread)
         steps: list[dict[str, Any]] = []
         try:
-            await asyncio.sleep(min(secs, a.spread) + a.warmup)
+            await asyncio.sleep(spread + a.warmup)
             for _ in range(a.ramp_steps):
                 interval = n / rate * 1000
                 set_pace(self.rig.backend_url, interval)
@@ -835,7 +846,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per measured window")
     ap.add_argument("--warmup", type=float, default=0.5, help="extra seconds after the starts")
-    ap.add_argument("--spread", type=float, default=1.5, help="starts spread over (at most) s")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        default=None,
+        help="spread the starts over at most this many s (default: one stream's length, so "
+        "streams end and restart evenly; shorter bunches the restarts into waves)",
+    )
     ap.add_argument("--py-spy", action="store_true", help="profile Corral in the big via run")
     ap.add_argument("--gc-probe", action="store_true", help="time Corral's GC pauses per window")
     ap.add_argument("--quick", action="store_true", help="short windows: under 90 s")
