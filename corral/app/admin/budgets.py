@@ -46,9 +46,10 @@ from corral.app.admin.identity_models import (
 from corral.app.admin.openapi import refusals
 
 if TYPE_CHECKING:
+    from corral.adapters.store.db import Store
     from corral.app.gateway import Gateway
 
-__all__ = ["router"]
+__all__ = ["router", "usage_report"]
 
 UserName = Annotated[str, Path(min_length=1, max_length=128, description="The user's name.")]
 RequestId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The quota request's number.")]
@@ -159,23 +160,30 @@ def router(gw: Gateway) -> APIRouter:
         """Requests and tokens from the usage ledger, summed per user, per model or per
         UTC day, over `[since, until)`, optionally for one user or model. Rows reach the
         ledger within `usage.batch_s` of a request's end."""
-        limit, offset = page
-        found = await usage_totals(
-            store_of(gw),
-            group_by=group_by,
-            user=user,
-            model=filters.model,
-            since=filters.since,
-            until=filters.until,
-            limit=limit,
-            offset=offset,
-        )
-        return UsageReport(
-            group_by=group_by,
-            items=[usage_row_out(t) for t in found.items],
-            limit=limit,
-            offset=offset,
-            more=found.more,
-        )
+        return await usage_report(store_of(gw), group_by, user, filters, page)
 
     return api
+
+
+async def usage_report(
+    store: Store, group_by: GroupBy, user: str | None, filters: UsageQuery, page: tuple[int, int]
+) -> UsageReport:
+    """One page of the ledger's totals (the admin's report, and a user's own)."""
+    limit, offset = page
+    found = await usage_totals(
+        store,
+        group_by=group_by,
+        user=user,
+        model=filters.model,
+        since=filters.since,
+        until=filters.until,
+        limit=limit,
+        offset=offset,
+    )
+    return UsageReport(
+        group_by=group_by,
+        items=[usage_row_out(t) for t in found.items],
+        limit=limit,
+        offset=offset,
+        more=found.more,
+    )

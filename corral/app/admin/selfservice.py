@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field
 from corral.adapters.store import audited
 from corral.adapters.store.keycache import Identity
 from corral.adapters.store.keys import find_key_by_prefix, list_all_keys
-from corral.adapters.store.ledger import tokens_used, usage_totals
+from corral.adapters.store.ledger import tokens_used
 from corral.adapters.store.quota import effective_budget, file_quota_request, list_quota_requests
 from corral.adapters.store.users import MAX_TOKENS, get_user
+from corral.app.admin.budgets import usage_report
 from corral.app.admin.identity_models import (
     MAX_NOTE,
     AnyActor,
@@ -47,7 +48,6 @@ from corral.app.admin.identity_models import (
     refresh,
     store_of,
     usage_params,
-    usage_row_out,
 )
 from corral.app.admin.openapi import refusals
 from corral.core.errors import BadRequest, Conflict, Forbidden
@@ -299,25 +299,8 @@ def router(gw: Gateway) -> APIRouter:
         """The caller's user's requests and tokens, summed per model or per UTC day over
         `[since, until)`, with their budget and what is left of it."""
         user = caller.user
-        limit, offset = page
-        found = await usage_totals(
-            store_of(gw),
-            group_by=group_by,
-            user=user,
-            model=filters.model,
-            since=filters.since,
-            until=filters.until,
-            limit=limit,
-            offset=offset,
-        )
-        return MyUsage(
-            group_by=group_by,
-            items=[usage_row_out(t) for t in found.items],
-            limit=limit,
-            offset=offset,
-            more=found.more,
-            quota=await quota_of(user),
-        )
+        report = await usage_report(store_of(gw), group_by, user, filters, page)
+        return MyUsage(**dict(report), quota=await quota_of(user))
 
     @api.get("/quota", response_model=QuotaOut, summary="My budget")
     async def quota(caller: Caller) -> QuotaOut:
