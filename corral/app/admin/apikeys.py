@@ -31,9 +31,10 @@ from corral.app.admin.identity_models import (
 from corral.app.admin.openapi import refusals
 
 if TYPE_CHECKING:
+    from corral.adapters.store.db import Store
     from corral.app.gateway import Gateway
 
-__all__ = ["router"]
+__all__ = ["key_page", "router"]
 
 UserName = Annotated[str, Path(min_length=1, max_length=128, description="The key's owner.")]
 # The pattern is documented (and guides generated calls); check_prefix enforces it
@@ -78,15 +79,7 @@ def router(gw: Gateway) -> APIRouter:
     ) -> KeyPage:
         """Everyone's keys (or one user's), by owner then age, a page at a time: prefixes
         and settings, never a key's text or digest. An unknown `user` is 404."""
-        limit, offset = page
-        found = await list_all_keys(store_of(gw), user=user, limit=limit, offset=offset)
-        now = datetime.now(UTC)
-        return KeyPage(
-            items=[key_out(k, now) for k in found.items],
-            limit=limit,
-            offset=offset,
-            more=found.more,
-        )
+        return await key_page(store_of(gw), user, page)
 
     @api.delete("/keys/{prefix}", response_model=KeyOut, summary="Revoke a key")
     async def revoke_key(prefix: Prefix, actor: AdminActor) -> KeyOut:
@@ -97,3 +90,13 @@ def router(gw: Gateway) -> APIRouter:
         return key_out(done)
 
     return api
+
+
+async def key_page(store: Store, user: str | None, page: tuple[int, int]) -> KeyPage:
+    """One page of keys, everyone's or one user's (the admin's list, and a user's own)."""
+    limit, offset = page
+    found = await list_all_keys(store, user=user, limit=limit, offset=offset)
+    now = datetime.now(UTC)
+    return KeyPage(
+        items=[key_out(k, now) for k in found.items], limit=limit, offset=offset, more=found.more
+    )

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from corral.adapters.store import audited
 from corral.adapters.store.keycache import Identity
-from corral.adapters.store.keys import find_key_by_prefix, list_all_keys
+from corral.adapters.store.keys import find_key_by_prefix
 from corral.adapters.store.ledger import tokens_used
 from corral.adapters.store.quota import effective_budget, file_quota_request, list_quota_requests
 from corral.adapters.store.users import MAX_TOKENS, get_user
+from corral.app.admin.apikeys import key_page
 from corral.app.admin.budgets import usage_report
 from corral.app.admin.identity_models import (
     MAX_NOTE,
@@ -267,16 +268,7 @@ def router(gw: Gateway) -> APIRouter:
     async def keys(caller: Caller, page: Paging) -> KeyPage:
         """The caller's user's keys, oldest first: prefixes and settings, never a key's
         text."""
-        user = caller.user
-        limit, offset = page
-        found = await list_all_keys(store_of(gw), user=user, limit=limit, offset=offset)
-        now = datetime.now(UTC)
-        return KeyPage(
-            items=[key_out(k, now) for k in found.items],
-            limit=limit,
-            offset=offset,
-            more=found.more,
-        )
+        return await key_page(store_of(gw), caller.user, page)
 
     @api.delete("/keys/{prefix}", response_model=KeyOut, summary="Revoke one of my keys")
     async def revoke_key(prefix: Prefix, caller: Caller) -> KeyOut:
