@@ -16,6 +16,7 @@ __all__ = [
     "Send",
     "Watchdog",
     "direct_body",
+    "error_headers",
     "read_body",
     "response_start",
     "send_error",
@@ -99,11 +100,19 @@ async def send_error(
     dialect: str = "ollama",
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = error.body(dialect)
+    await send_response(
+        send, error.status, error.body(dialect), headers=error_headers(error, headers)
+    )
+
+
+def error_headers(
+    error: CorralError, headers: list[tuple[bytes, bytes]] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The headers ``error`` asks for (Retry-After, ...), then ``headers``."""
     extra = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
     if headers:
         extra.extend(headers)
-    await send_response(send, error.status, body, headers=extra)
+    return extra
 
 
 async def watch_disconnect(receive: Receive, on_gone: Callable[[], None]) -> None:

@@ -207,8 +207,7 @@ class Gateway:
         self.requests_total += 1
         self.usage.append(record)
         if self.ledger is not None:
-            backend = self.fleet.backends.get(record.backend) if record.backend else None
-            self.ledger.append(record, backend.kind if backend is not None else None, content)
+            self.ledger.append(record, self._kind_of(record), content)
         for listener in self.usage_listeners:
             listener(record)
 
@@ -217,8 +216,12 @@ class Gateway:
         tokenizer): the ledger's row is updated, not added to. The record was changed in
         place, so `usage` shows the new counts too."""
         if self.ledger is not None:
-            backend = self.fleet.backends.get(record.backend) if record.backend else None
-            self.ledger.append(record, backend.kind if backend is not None else None, amend=True)
+            self.ledger.append(record, self._kind_of(record), amend=True)
+
+    def _kind_of(self, record: UsageRecord) -> str | None:
+        """The dialect the request's backend spoke (its row's ``dialect_out``)."""
+        backend = self.fleet.backends.get(record.backend) if record.backend else None
+        return backend.kind if backend is not None else None
 
     async def start(self) -> None:
         self.nodes.load_token()  # before anything opens: a bad token file stops the start

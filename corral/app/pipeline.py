@@ -30,6 +30,7 @@ from corral.app.asgi import (
     Receive,
     Scope,
     Send,
+    error_headers,
     read_body,
     response_start,
     watch_disconnect,
@@ -221,8 +222,7 @@ class Pipeline:
 async def _refuse(ctx: RequestContext, error: CorralError) -> None:
     """Answer with ``error`` in the client's dialect (the response has not started)."""
     ctx.status = error.status
-    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
-    headers.extend(ctx.id_headers())
+    headers = error_headers(error, ctx.id_headers())
     await ctx.respond(error.status, error.body(ctx.dialect), headers=headers)
 
 
