@@ -1,6 +1,8 @@
 """The one seam between the gateway and a backend: ``send(request) -> response``.
 
-``HttpTransport`` speaks HTTP with one pooled keep-alive aiohttp session per backend.
+``HttpTransport`` speaks HTTP to one backend: POSTs to a plain-http backend (every
+inference call) over `RawPool`'s lean keep-alive connections, everything else over a
+pooled aiohttp session.
 Tests may plug any object with the same ``send`` method in its place.
 """
 
@@ -41,8 +43,6 @@ class UpstreamRequest:
     body: bytes | IO[bytes] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     query: str = ""
-    # A streamed answer is expected: the transport may take its lean streaming path.
-    stream: bool = False
 
 
 class UpstreamResponse(Protocol):
@@ -139,11 +139,13 @@ class HttpTransport:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         if (
-            request.stream
-            and self._raw is not None
+            self._raw is not None
+            and request.method == "POST"
             and isinstance(request.body, bytes)
             and not request.query
         ):
+            # Every inference call, whole or streamed: the lean path costs far less
+            # CPU than aiohttp's client. Probes (GET) keep aiohttp.
             return await self._send_raw(self._raw, request)
         url = self.base_url + request.path
         if request.query:

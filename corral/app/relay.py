@@ -286,7 +286,6 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
         plan.path,
         plan.body,
         {**_FORWARD_HEADERS, "X-Request-Id": ctx.request_id},
-        stream=ctx.stream,
     )
     first_byte = timeouts.first_byte_s
     if state.is_loaded(ctx.model, asyncio.get_running_loop().time()):

@@ -1,5 +1,6 @@
-"""The streaming path of HttpTransport over real sockets: a scripted backend that
-writes exactly the bytes a test gives it, one request at a time."""
+"""HttpTransport's lean path (every POST to a plain-http backend, streamed or whole) over
+real sockets: a scripted backend that writes exactly the bytes a test gives it, one
+request at a time."""
 
 from __future__ import annotations
 
@@ -64,9 +65,7 @@ HEAD = (
 
 
 def stream_request() -> UpstreamRequest:
-    return UpstreamRequest(
-        "POST", "/api/chat", b'{"model":"m"}', {"X-Request-Id": "r1"}, stream=True
-    )
+    return UpstreamRequest("POST", "/api/chat", b'{"model":"m"}', {"X-Request-Id": "r1"})
 
 
 async def test_a_chunked_stream_arrives_decoded_and_in_order() -> None:
@@ -108,6 +107,58 @@ async def test_a_finished_stream_leaves_its_connection_for_the_next_request() ->
         await transport.close()
     assert b.connections == 1
     assert len(b.requests) == 3
+
+
+async def test_whole_answers_take_the_lean_path_and_share_one_connection() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = b'{"message":{"content":"hi"},"done":true}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        for _ in range(3):
+            resp = await transport.send(stream_request())
+            assert isinstance(resp, RawResponse)
+            assert (resp.status, resp.content_type) == (200, "application/json; charset=utf-8")
+            assert await resp.read() == b'{"message":{"content":"hi"},"done":true}'
+            resp.close()
+        await transport.close()
+    assert (b.connections, len(b.requests)) == (1, 3)
+
+
+async def test_an_answer_ended_by_closing_the_connection_is_read_whole() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart one, ")
+        await writer.drain()
+        writer.write(b"part two")
+        return False
+
+    async with backend(script) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(stream_request())
+        assert await resp.read() == b"part one, part two"
+        resp.close()
+        resp = await transport.send(stream_request())  # a new connection, not the closed one
+        assert await resp.read() == b"part one, part two"
+        resp.close()
+        await transport.close()
+    assert b.connections == 2
+
+
+async def test_probes_and_other_gets_keep_the_aiohttp_client() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with backend(script) as (_, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        resp = await transport.send(UpstreamRequest("GET", "/api/version"))
+        assert not isinstance(resp, RawResponse)
+        assert (resp.status, await resp.read()) == (200, b"ok")
+        resp.close()
+        await transport.close()
 
 
 async def test_a_stream_closed_early_drops_its_connection() -> None:
