@@ -183,7 +183,17 @@ class Watchdog:
     costs a float store and nothing more.
     """
 
-    __slots__ = ("_handle", "_loop", "_task", "deadline", "fired", "idle", "last", "started")
+    __slots__ = (
+        "_due",
+        "_handle",
+        "_loop",
+        "_task",
+        "deadline",
+        "fired",
+        "idle",
+        "last",
+        "started",
+    )
 
     def __init__(self, idle: float, total: float) -> None:
         self._loop = asyncio.get_running_loop()
@@ -195,16 +205,20 @@ class Watchdog:
         self.idle = idle
         self.deadline = now + total
         self.fired: str | None = None
-        self._handle = self._loop.call_at(min(now + idle, self.deadline), self._check)
+        self._due = min(now + idle, self.deadline)
+        self._handle = self._loop.call_at(self._due, self._check)
 
     def touch(self) -> None:
         self.last = self._loop.time()
 
     def set_idle(self, idle: float) -> None:
-        """Change the allowed silence (e.g. from first-byte to between-chunks) and re-arm."""
+        """Change the allowed silence (e.g. from first-byte to between-chunks). The timer
+        is re-armed only when it must fire sooner; one due later re-arms itself when the
+        present timer fires early."""
         self.idle = idle
-        self._handle.cancel()
-        self._handle = self._loop.call_at(min(self.last + idle, self.deadline), self._check)
+        due = min(self.last + idle, self.deadline)
+        if due < self._due:
+            self._arm(due)
 
     def _check(self) -> None:
         now = self._loop.time()
@@ -213,11 +227,14 @@ class Watchdog:
         elif now >= self.last + self.idle:
             self.fired = "idle"
         else:
-            self._handle = self._loop.call_at(
-                min(self.last + self.idle, self.deadline), self._check
-            )
+            self._arm(min(self.last + self.idle, self.deadline))
             return
         self._task.cancel()
+
+    def _arm(self, due: float) -> None:
+        self._handle.cancel()
+        self._due = due
+        self._handle = self._loop.call_at(due, self._check)
 
     def stop(self) -> None:
         self._handle.cancel()
