@@ -278,6 +278,11 @@ def _renamer(upstream: str, requested: str) -> Callable[[bytes], bytes] | None:
     return lambda data: data.replace(old, new)
 
 
+# How an OpenAI stream's content chunk ends while more follows: `"finish_reason":null}]}`
+# (vLLM adds `"stop_reason":null`). A usage or error event ends otherwise.
+_MID_STREAM = b"null}]}\n\n"
+
+
 class _SSEPass:
     """Forwards SSE events as the backend wrote them, reading usage on the way and
     holding back the usage-only event the client did not ask for."""
@@ -318,6 +323,11 @@ class _SSEPass:
                 self._kept = None  # too long to count: estimated
         if self._rename is not None:
             events = self._rename(events)
+        if events.endswith(_MID_STREAM):
+            # A content chunk with more to come (finish_reason null), the last of this
+            # batch: no [DONE], and neither the usage nor an error comes before it.
+            # Most chunks end so; the searches below cost as much again as the rest.
+            return events
         # [DONE] is the stream's last event, so it is looked for only at the end (a search
         # of the whole batch costs as much again as the rest of this method).
         if b"[DONE]" in events[-24:]:
