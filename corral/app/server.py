@@ -60,16 +60,18 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
     # keep the collector from walking it again in every full collection, which took
     # 20-60 ms with 1,000 streams open and stalled every stream that long.
     gc.freeze()
-    # An open stream's objects (~80) outlive the young collections and all end up in
-    # the oldest generation. At the default (700, 10, 10), with 1,000 streams at 32k
-    # chunks/s, that set off a full collection every 1.5-5 s, each 33-105 ms long, and a
-    # 6-27 ms middle collection 3-4 times a second (bench/streams_ab.py --gc-probe).
-    # threshold1 = 1: middle collections 4x as often, p50 2.3 ms, max 5-9 ms, for the
-    # same collector time. threshold2 = 1,000: a full collection at most about once a
-    # minute (little cyclic garbage reaches the oldest generation: ~0.5 objects per
-    # stream were freed by collections). At 20k chunks/s young collections are rare
-    # anyway and the middle ones took 12-19 ms either way.
-    gc.set_threshold(700, 1, 1000)
+    # An open stream's objects (~80) outlive young collections. The young threshold
+    # counts *net* new tracked objects, and with streams starting and ending at the same
+    # rate that number grows slowly: at 700 it was still reached 2.5 times a second
+    # (1,000 streams at 28k chunks/s), and each young collection walked every stream
+    # started since the last one: p50 3 ms, middle ones p50 10 ms (max 22), several a
+    # second, 8 ms of added inter-chunk p99 (bench/streams_ab.py --gc-probe, 2026-12-07).
+    # At 10,000 most streams start and end between two collections and are freed by
+    # their reference counts alone: one young collection in 20 s, as long as the live
+    # set is large (~35 ms with 1,000 streams open), and 2 ms of added p99.
+    # threshold1 = 1 sends survivors to the oldest generation soon; threshold2 = 1,000
+    # makes a full collection rare (little cyclic garbage reaches it).
+    gc.set_threshold(10_000, 1, 1000)
     Server(config).run()
     return 0
 
