@@ -33,6 +33,7 @@ from corral.core.retry import NO_RESPONSE
 
 __all__ = [
     "Retry",
+    "answer_whole",
     "end_stream_with_error",
     "relay_handled_stream",
     "relay_planned_whole",
@@ -115,14 +116,17 @@ class _Meter:
         self._pending = 0
 
 
-async def start_response(
-    ctx: RequestContext, status: int, content_type: bytes, length: int | None
-) -> None:
+async def start_response(ctx: RequestContext, status: int, content_type: bytes) -> None:
+    """The head of a streamed answer (its length unknown: uvicorn frames it chunked)."""
     headers = [(b"content-type", content_type), *ctx.id_headers(), *ctx.extra_headers]
-    if length is not None:
-        headers.append((b"content-length", str(length).encode()))
     ctx.response_started = True
     await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def answer_whole(ctx: RequestContext, status: int, content_type: bytes, body: bytes) -> None:
+    """A whole answer with the request's id headers: head and body in one write."""
+    ctx.status = status
+    await ctx.respond(status, body, content_type, [*ctx.id_headers(), *ctx.extra_headers])
 
 
 async def relay_whole(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
@@ -138,9 +142,7 @@ async def relay_whole(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wat
     ctx.ttfb = watchdog.last - watchdog.started
     if ctx.schema is not None:
         judge_whole(ctx, body)
-    ctx.status = 200
-    await start_response(ctx, 200, resp.content_type.encode(), len(body))
-    await ctx.finish(body)
+    await answer_whole(ctx, 200, resp.content_type.encode(), body)
 
 
 async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Watchdog) -> None:
@@ -157,7 +159,7 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
     watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
-    await start_response(ctx, 200, resp.content_type.encode() or _NDJSON, None)
+    await start_response(ctx, 200, resp.content_type.encode() or _NDJSON)
     tap = SchemaTap(ctx) if ctx.schema is not None else None
     out = _Out(send)
     relayed = _Passed(ctx, watchdog, out.write, tap, first)
@@ -289,9 +291,7 @@ async def relay_planned_whole(
     ctx.ttfb = watchdog.last - watchdog.started
     if ctx.schema is not None:
         judge_whole(ctx, body)
-    ctx.status = 200
-    await start_response(ctx, 200, _JSON, len(body))
-    await ctx.finish(body)
+    await answer_whole(ctx, 200, _JSON, body)
 
 
 async def relay_handled_stream(
@@ -320,7 +320,7 @@ async def relay_handled_stream(
     watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
-    await start_response(ctx, 200, handler.content_type, None)
+    await start_response(ctx, 200, handler.content_type)
     tap = SchemaTap(ctx) if ctx.schema is not None else None
 
     def closing() -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 from corral.core.errors import CorralError, PayloadTooLarge
@@ -15,6 +16,7 @@ __all__ = [
     "Scope",
     "Send",
     "Watchdog",
+    "corked",
     "direct_body",
     "error_headers",
     "read_body",
@@ -174,6 +176,54 @@ def direct_body(send: Send) -> DirectBody | None:
     ):
         return None
     return DirectBody(cycle)
+
+
+class _Corked:
+    """Stands in for uvicorn's transport while `corked` is on: gathers the writes (and a
+    close) to hand them on together."""
+
+    __slots__ = ("_parts", "_real", "closing")
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._parts: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def close(self) -> None:
+        self.closing = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def flush(self) -> None:
+        real = self._real
+        if self._parts and not real.is_closing():
+            real.write(self._parts[0] if len(self._parts) == 1 else b"".join(self._parts))
+        if self.closing:
+            real.close()
+
+
+@contextlib.contextmanager
+def corked(send: Send) -> Iterator[None]:
+    """Within the block, what uvicorn writes for this response leaves in one system call
+    at its end: a whole answer's head and body, or a stream's head and first chunk. Each
+    write is a loopback ``send`` that also wakes the client, so one write instead of two
+    saves a large share of a small request's CPU. Does nothing when ``send`` is not
+    uvicorn's own (another server, a wrapping middleware)."""
+    cycle: Any = getattr(send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != _UVICORN_CYCLE or not hasattr(cycle, "transport"):
+        yield
+        return
+    real = cycle.transport
+    gather = cycle.transport = _Corked(real)
+    try:
+        yield
+    finally:
+        cycle.transport = real
+        gather.flush()
 
 
 class Watchdog:

@@ -30,6 +30,7 @@ from corral.app.asgi import (
     Receive,
     Scope,
     Send,
+    corked,
     error_headers,
     read_body,
     response_start,
@@ -121,10 +122,11 @@ class RequestContext:
         content_type: bytes = JSON,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        """A whole response: its start, then `finish` with ``body``."""
+        """A whole response: its start, then `finish` with ``body``, in one write."""
         self.response_started = True
-        await self.send(response_start(status, len(body), content_type, headers))
-        await self.finish(body)
+        with corked(self.send):
+            await self.send(response_start(status, len(body), content_type, headers))
+            await self.finish(body)
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """X-Corral-Request-Id and X-Corral-Backend ("none" when nothing was routed)."""

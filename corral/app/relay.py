@@ -22,12 +22,12 @@ from corral.adapters.ollama import decode_request
 from corral.adapters.upstream import UpstreamConnectError, UpstreamRequest, UpstreamResponse
 from corral.app.answer import (
     Retry,
+    answer_whole,
     end_stream_with_error,
     relay_handled_stream,
     relay_planned_whole,
     relay_stream,
     relay_whole,
-    start_response,
 )
 from corral.app.asgi import Watchdog
 from corral.app.pipeline import RequestContext
@@ -270,9 +270,7 @@ async def _attempt(ctx: RequestContext, decision: RouteDecision) -> None:
         keep=keep,
     )
     if plan.mode == "local":
-        ctx.status = 200
-        await start_response(ctx, 200, _JSON, len(plan.body))
-        await ctx.finish(plan.body)
+        await answer_whole(ctx, 200, _JSON, plan.body)
         return
     if plan.dropped and log.isEnabledFor(logging.INFO):
         log.info(
@@ -368,10 +366,8 @@ async def _upstream_failed(
         # error: OpenAI's clients tell those from server errors by the type).
         raise BadRequest(message, status=resp.status)
     # Any other 4xx is the client's problem: relay it as the backend said it.
-    ctx.status = resp.status
     ctx.error = message
-    await start_response(ctx, resp.status, resp.content_type.encode(), len(body))
-    await ctx.finish(body)
+    await answer_whole(ctx, resp.status, resp.content_type.encode(), body)
 
 
 def _error_text(body: bytes) -> str | None:

@@ -1,6 +1,7 @@
 """Streamed chunks written straight onto uvicorn's transport (`direct_body`): framed as
 uvicorn frames them, only when ``send`` is uvicorn's own, and never faster than the
-client reads (the backend is paused instead)."""
+client reads (the backend is paused instead). And whole answers `corked` into one
+write."""
 
 from __future__ import annotations
 
@@ -188,3 +189,64 @@ async def test_behind_cors_chunks_go_through_send_and_all_arrive(
     assert via.headers["access-control-allow-origin"] == "http://app.example"
     assert not used  # CORS wraps send: every chunk went through it
     assert [_text(x) for x in via.content.splitlines()] == [_text(x) for x in direct.splitlines()]
+
+
+class _Recording:
+    """uvicorn's transport, with every write it is given recorded."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _corked_app(writes: list[list[bytes]]) -> App:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        cycle = send.__self__
+        recording = cycle.transport = _Recording(cycle.transport)
+        writes.append(recording.writes)
+        body = b'{"n":%d}' % len(writes)
+        with asgi.corked(send):
+            await send(asgi.response_start(200, len(body)))
+            await send({"type": "http.response.body", "body": body})
+        cycle.transport = recording.real
+
+    return app
+
+
+async def test_a_corked_answer_leaves_in_one_write_and_keeps_the_connection() -> None:
+    writes: list[list[bytes]] = []
+    async with serve(_corked_app(writes)) as url, httpx.AsyncClient() as client:
+        first = await client.get(url)
+        second = await client.get(url)  # the same keep-alive connection, still in order
+    assert (first.status_code, first.json(), second.json()) == (200, {"n": 1}, {"n": 2})
+    assert [len(w) for w in writes] == [1, 1]
+    assert writes[0][0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0][0].endswith(b'\r\n\r\n{"n":1}')
+
+
+async def test_a_corked_answer_to_connection_close_is_written_then_closed() -> None:
+    writes: list[list[bytes]] = []
+    async with serve(_corked_app(writes)) as url, httpx.AsyncClient() as client:
+        resp = await client.get(url, headers={"Connection": "close"})
+    assert (resp.status_code, resp.json()) == (200, {"n": 1})
+    assert resp.headers["connection"] == "close"
+    assert len(writes[0]) == 1
+
+
+async def test_corked_does_nothing_for_a_send_that_is_not_uvicorns() -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    with asgi.corked(send):
+        await send(asgi.response_start(200, 2))
+        await send({"type": "http.response.body", "body": b"{}"})
+    assert sent == ["http.response.start", "http.response.body"]
