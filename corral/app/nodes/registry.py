@@ -296,8 +296,10 @@ class NodeRegistry:
                 silent = now - node.heard_at
                 if should_remove(self.limits, silent):
                     log.warning("node %s removed: its agent was silent %.0fs", node.id, silent)
-                    await self.gw.remove_backend(node.id)
+                    # Out of the registry before the fleet's removal awaits (it closes
+                    # connections): nobody sees a node whose backend is already gone.
                     self._drop(node.id)
+                    await self.gw.remove_backend(node.id)
                     continue
                 status = self._status(node, state, now)
                 if status == "offline" and not state.offline:
@@ -352,8 +354,8 @@ class NodeRegistry:
         its next heartbeat)."""
         async with self._lock:
             node = self.get(node_id)
-            await self.gw.remove_backend(node_id)
             self._drop(node_id)
+            await self.gw.remove_backend(node_id)
         log.info("node %s forgotten", node_id)
         return node
 
