@@ -250,3 +250,26 @@ async def test_corked_does_nothing_for_a_send_that_is_not_uvicorns() -> None:
         await send(asgi.response_start(200, 2))
         await send({"type": "http.response.body", "body": b"{}"})
     assert sent == ["http.response.start", "http.response.body"]
+
+
+async def test_the_gateway_sends_a_whole_answer_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flushed: list[bytes] = []
+    real_flush = asgi._Corked.flush
+
+    def spy(self: Any) -> None:
+        flushed.append(b"".join(self._parts))
+        real_flush(self)
+
+    monkeypatch.setattr(asgi._Corked, "flush", spy)
+    body = {"model": "llama3.2:1b", "prompt": "a story", "stream": False}
+    async with sim_fleet(NodeSpec()) as fleet, httpx.AsyncClient(timeout=30) as client:
+        whole = await client.post(fleet.url + "/api/generate", json=body)
+        missing = await client.post(fleet.url + "/api/generate", json={**body, "model": "nope"})
+    assert (whole.status_code, missing.status_code) == (200, 404)
+    (answer, refusal) = flushed  # the error reply goes out whole too
+    head, rest = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: %d" % len(rest) in head
+    assert rest == whole.content and whole.json()["done"] is True
+    assert refusal.startswith(b"HTTP/1.1 404") and refusal.endswith(missing.content)
