@@ -148,12 +148,18 @@ def text_of(deltas: Iterable[Delta]) -> str:
     """What a tokenizer should count of an answer: its text, reasoning and tool calls."""
     parts: list[str] = []
     for d in deltas:
-        parts.append(d.thinking)
-        parts.append(d.content)
-        for call in d.tool_calls or ():
-            parts.append(call.name)
-            parts.append(call.arguments)
+        _add_text(d, parts)
     return "".join(parts)
+
+
+def _add_text(d: Delta, parts: list[str]) -> None:
+    if d.thinking:
+        parts.append(d.thinking)
+    if d.content:
+        parts.append(d.content)
+    for call in d.tool_calls or ():
+        parts.append(call.name)
+        parts.append(call.arguments)
 
 
 def _reply_text(reply: Reply) -> str:
@@ -396,8 +402,10 @@ class _Translate:
         self.finished = False
         self.error: str | None = None
         self.text_chars = 0
-        # The deltas relayed, for the tokenizer (only if asked, and only up to `keep`).
-        self._kept: list[Delta] | None = [] if keep > 0 else None
+        # The text relayed, for the tokenizer (only if asked, and only up to `keep`
+        # characters). Strings, not the deltas: a stream keeps no objects for the
+        # collector to walk while it runs.
+        self._kept: list[str] | None = [] if keep > 0 else None
         self._keep = keep
 
     def _emit(self, deltas: list[Delta]) -> bytes:
@@ -408,7 +416,7 @@ class _Translate:
             self.text_chars += len(d.content) + len(d.thinking)
             if self._kept is not None:
                 if self.text_chars <= self._keep:
-                    self._kept.append(d)
+                    _add_text(d, self._kept)
                 else:
                     self._kept = None  # too long to count: estimated
             if d.usage is not None:
@@ -435,7 +443,7 @@ class _Translate:
         return self.text_chars // 4
 
     def answer_text(self) -> str | None:
-        return None if self._kept is None else text_of(self._kept)
+        return None if self._kept is None else "".join(self._kept)
 
 
 def _reply_usage(reply: Reply | EmbedReply) -> Usage | None:
