@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 __all__ = ["UsageRecord", "UsageSource"]
 
@@ -12,9 +13,14 @@ __all__ = ["UsageRecord", "UsageSource"]
 UsageSource = Literal["reported", "tokenized", "estimated"]
 
 
-@dataclass(slots=True)
-class UsageRecord:
-    """One finished request. Token counts are None when the backend gave none."""
+class UsageRecord(msgspec.Struct, gc=False):
+    """One finished request. Token counts are None when the backend gave none.
+
+    A msgspec struct outside the cyclic collector (``gc=False``; it holds only strings,
+    numbers and None): the gateway keeps the last 10,000 of them, and while that ring
+    fills, tracked records would set off collections that walk every open stream.
+    Built in C, too, once a request.
+    """
 
     request_id: str
     endpoint: str
