@@ -39,14 +39,18 @@ class _Conn(asyncio.Protocol):
         self.lost = False
         self.idle_since = 0.0
         self.in_use = True
+        # One parser for the connection's life: llhttp starts on the next answer by
+        # itself after a complete one (a connection is reused only then), and a new
+        # parser would hold a new set of bound callbacks each answer.
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
         self.reset()
 
     def reset(self) -> None:
         """Ready for the next answer on this connection."""
-        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
+        self.body.clear()
         self.size = 0
         self.complete = False
         self.keep_alive = False
