@@ -23,6 +23,7 @@ __all__ = [
     "response_start",
     "send_error",
     "send_response",
+    "watch_client",
     "watch_disconnect",
 ]
 
@@ -124,6 +125,49 @@ async def watch_disconnect(receive: Receive, on_gone: Callable[[], None]) -> Non
         if message["type"] == "http.disconnect":
             on_gone()
             return
+
+
+def watch_client(receive: Receive, send: Send, on_gone: Callable[[], None]) -> Callable[[], object]:
+    """Call ``on_gone`` if the client disconnects (after the body was read), until the
+    returned ``stop`` is called; ``stop`` must be called, however the request ends.
+
+    On uvicorn's own cycle this costs no task: uvicorn sets the request's event when
+    the connection is lost, and a `_Departure` in its place sees that. Elsewhere a
+    task waits on ``receive`` (`watch_disconnect`).
+    """
+    cycle = _uvicorn_cycle(send)
+    event = getattr(cycle, "message_event", None)
+    if cycle is None or type(event) is not asyncio.Event or not hasattr(cycle, "flow"):
+        task = asyncio.get_running_loop().create_task(watch_disconnect(receive, on_gone))
+        return task.cancel
+    departure = cycle.message_event = _Departure(cycle, on_gone)
+    if event.is_set():
+        departure.set()
+    cycle.flow.resume_reading()  # as uvicorn's receive does: a lost connection is seen
+    return departure.stop
+
+
+class _Departure(asyncio.Event):
+    """Stands in for uvicorn's per-request event once the body is read: nothing waits on
+    it any more, but uvicorn sets it when the connection is lost, and then the cycle is
+    marked disconnected (unless the response was complete)."""
+
+    def __init__(self, cycle: Any, on_gone: Callable[[], None]) -> None:
+        super().__init__()
+        self._cycle: Any = cycle
+        self._on_gone: Callable[[], None] | None = on_gone
+
+    def set(self) -> None:
+        super().set()
+        on_gone = self._on_gone
+        if on_gone is not None and self._cycle.disconnected:
+            self.stop()
+            on_gone()
+
+    def stop(self) -> None:
+        """No more calls; and no reference loop (cycle → event → callback → cycle)."""
+        self._on_gone = None
+        self._cycle = None
 
 
 class DirectBody:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from random import getrandbits as _randbits
 from typing import TYPE_CHECKING, Any
 
 from corral.app.asgi import (
@@ -34,7 +34,7 @@ from corral.app.asgi import (
     error_headers,
     read_body,
     response_start,
-    watch_disconnect,
+    watch_client,
 )
 from corral.core.errors import CorralError
 from corral.core.types import RouteDecision
@@ -183,7 +183,7 @@ class Pipeline:
                 self._content.transcribe(ctx)
         task = asyncio.current_task()
         assert task is not None
-        watcher: asyncio.Task[None] | None = None
+        unwatch: Callable[[], object] | None = None
 
         def gone() -> None:
             if not ctx.finished:
@@ -194,7 +194,7 @@ class Pipeline:
             stages = self.stages
             for stage in stages[: self._unwatched]:
                 await stage(ctx)  # up to the body: the client is watched only once it is read
-            watcher = asyncio.create_task(watch_disconnect(receive, gone))
+            unwatch = watch_client(receive, send, gone)
             for stage in stages[self._unwatched :]:
                 await stage(ctx)
         except CorralError as exc:
@@ -216,8 +216,8 @@ class Pipeline:
             ctx.error = "client disconnected"
             ctx.status = 499
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if unwatch is not None:
+                unwatch()
             settle(ctx)
 
 
@@ -264,7 +264,9 @@ def request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and 0 < len(value) <= 128:
             return str(value.decode("latin-1"))
-    return os.urandom(8).hex()
+    # 64 random bits from the process's generator (seeded from the OS at start, and
+    # again in a forked child): no system call per request, unlike os.urandom.
+    return f"{_randbits(64):016x}"
 
 
 def _usage(ctx: RequestContext) -> UsageRecord:

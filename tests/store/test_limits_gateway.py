@@ -103,7 +103,10 @@ async def test_a_user_holds_at_most_max_concurrent_requests(limited: Limited) ->
     async with httpx.AsyncClient(base_url=limited.fleet.url, timeout=30) as client:
         async with client.stream("POST", "/api/generate", json=slow, headers=h) as held:
             assert held.status_code == 200
-            await held.aiter_lines().__anext__()  # the stream is running
+            # The stream is running. Its line iterator is kept: one dropped here would
+            # be finalized at once, closing the stream before the requests below.
+            lines = held.aiter_lines()
+            await lines.__anext__()
             ollama = await client.post("/api/generate", json=OLLAMA, headers=h)
             openai = await client.post("/v1/chat/completions", json=OPENAI, headers=h)
         # The client left mid-stream: its place is given back.
