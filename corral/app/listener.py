@@ -25,6 +25,8 @@ from typing import Any
 
 import uvicorn
 
+from corral.app.collector import CollectorPacer
+
 __all__ = ["Server", "bind"]
 
 log = logging.getLogger("corral.listener")
@@ -63,9 +65,13 @@ def bind(host: str, port: int, backlog: int) -> list[socket.socket]:
 class Server(uvicorn.Server):
     """A uvicorn server whose connections are accepted by :class:`_Acceptor`s."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, *, pace_collector: bool = False) -> None:
         super().__init__(config)
         self._acceptors: list[_Acceptor] = []
+        # `corral serve` runs the cyclic collector on a clock (corral/app/collector.py);
+        # tests that serve an app in their own process leave theirs alone.
+        self._pace_collector = pace_collector
+        self._pacer: CollectorPacer | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config
@@ -92,11 +98,17 @@ class Server(uvicorn.Server):
             )
 
         self._acceptors = [_Acceptor(loop, s, protocol, config.backlog) for s in sockets]
+        if self._pace_collector:
+            self._pacer = CollectorPacer(loop)
+            self._pacer.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for acceptor in self._acceptors:
             acceptor.close()
         self._acceptors = []
+        if self._pacer is not None:
+            self._pacer.stop()
+            self._pacer = None
         await super().shutdown(sockets=sockets)
 
 

@@ -60,19 +60,9 @@ def run(config_file: Path | None, overrides: dict[str, Any], *, demo: bool = Fal
     # keep the collector from walking it again in every full collection, which took
     # 20-60 ms with 1,000 streams open and stalled every stream that long.
     gc.freeze()
-    # An open stream's objects (~80) outlive young collections. The young threshold
-    # counts *net* new tracked objects, and with streams starting and ending at the same
-    # rate that number grows slowly: at 700 it was still reached 2.5 times a second
-    # (1,000 streams at 28k chunks/s), and each young collection walked every stream
-    # started since the last one: p50 3 ms, middle ones p50 10 ms (max 22), several a
-    # second, 8 ms of added inter-chunk p99 (bench/streams_ab.py --gc-probe, 2026-12-07).
-    # At 10,000 most streams start and end between two collections and are freed by
-    # their reference counts alone: one young collection in 20 s, as long as the live
-    # set is large (~35 ms with 1,000 streams open), and 2 ms of added p99.
-    # threshold1 = 1 sends survivors to the oldest generation soon; threshold2 = 1,000
-    # makes a full collection rare (little cyclic garbage reaches it).
-    gc.set_threshold(10_000, 1, 1000)
-    Server(config).run()
+    # From here the collector runs on a clock, not on allocation counts: see
+    # corral/app/collector.py for why a streaming gateway needs that.
+    Server(config, pace_collector=True).run()
     return 0
 
 
