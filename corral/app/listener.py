@@ -99,7 +99,8 @@ class Server(uvicorn.Server):
 
         self._acceptors = [_Acceptor(loop, s, protocol, config.backlog) for s in sockets]
         if self._pace_collector:
-            self._pacer = CollectorPacer(loop)
+            tasks = self.server_state.tasks  # one per request being answered
+            self._pacer = CollectorPacer(loop, lambda: len(tasks))
             self._pacer.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

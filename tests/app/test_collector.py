@@ -1,6 +1,7 @@
 """`CollectorPacer`: the cyclic collector on a clock. Young collections come every tick
-whatever the allocation count says, middle and full ones on their own counts of ticks,
-cyclic garbage is still freed, and the automatic collector comes back on at stop."""
+whatever the allocation count says; middle and full ones on their own counts of ticks,
+waiting for a quiet moment but not forever; cyclic garbage is still freed, and the
+automatic collector comes back on at stop."""
 
 from __future__ import annotations
 
@@ -49,6 +50,40 @@ async def test_ticks_run_young_middle_and_full_collections_in_turn() -> None:
     assert seen[:6] == [0, 0, 1, 0, 0, 2]
 
 
+def run_ticks(pacer: CollectorPacer, n: int) -> list[int]:
+    """The generation each of ``n`` ticks collected (the ticks run here, not on a timer)."""
+    with collections() as seen:
+        for _ in range(n):
+            pacer._tick()
+    return seen
+
+
+async def test_older_collections_wait_for_a_quiet_moment() -> None:
+    open_now = 100
+    pacer = CollectorPacer(
+        asyncio.get_running_loop(), lambda: open_now, middle_every=3, full_every=30, quiet=10
+    )
+    try:
+        assert run_ticks(pacer, 5) == [0] * 5  # a middle one is due from tick 3: busy
+        open_now = 10
+        assert run_ticks(pacer, 4) == [1, 0, 0, 1]  # quiet: at once, then every 3 ticks
+    finally:
+        pacer.stop()
+
+
+async def test_under_load_that_never_lets_up_they_run_when_overdue() -> None:
+    pacer = CollectorPacer(
+        asyncio.get_running_loop(), lambda: 1000, middle_every=2, full_every=20, patience=3
+    )
+    try:
+        seen = run_ticks(pacer, 24)
+    finally:
+        pacer.stop()
+    # Middle ones are due 2 ticks after the last, overdue after 6. The full one is due
+    # from tick 20: the next walk that runs (overdue at 24) is a full one.
+    assert seen == ([0] * 5 + [1]) * 3 + [0] * 5 + [2]
+
+
 async def test_the_automatic_collector_is_off_while_pacing_and_back_after() -> None:
     assert gc.isenabled()
     pacer = CollectorPacer(asyncio.get_running_loop(), period=10)
@@ -88,6 +123,8 @@ def test_nonsense_settings_are_refused() -> None:
             CollectorPacer(loop, period=0)
         with pytest.raises(ValueError):
             CollectorPacer(loop, middle_every=10, full_every=5)
+        with pytest.raises(ValueError):
+            CollectorPacer(loop, patience=0)
     finally:
         loop.close()
 
