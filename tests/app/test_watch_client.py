@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from corral.app.asgi import read_body, watch_client
@@ -61,52 +62,54 @@ class Probe:
             stop()
 
 
-async def test_a_client_hanging_up_is_noticed_without_a_task() -> None:
-    probe = Probe()
+@asynccontextmanager
+async def watched(probe: Probe) -> AsyncIterator[socket.socket]:
+    """``probe`` served, one request sent; the client's socket once the app watches it.
+    The app is released at the end."""
     async with serve(probe) as url:
         sock = post(int(url.rsplit(":", 1)[1]), b'{"a": 1}')
-        await probe.watching.wait()
+        try:
+            await probe.watching.wait()
+            yield sock
+        finally:
+            sock.close()
+            probe.release.set()
+
+
+async def test_a_client_hanging_up_is_noticed_without_a_task() -> None:
+    probe = Probe()
+    async with watched(probe) as sock:
         assert probe.new_tasks == set()  # uvicorn's own event does the watching
         sock.close()
         await asyncio.wait_for(probe.gone.wait(), 5)
         await asyncio.sleep(0.05)
         assert probe.gone_calls == 1
-        probe.release.set()
 
 
 async def test_a_paused_read_is_resumed_to_see_the_hang_up() -> None:
     # uvicorn pauses reading when a body piece passes its 64 KiB high-water mark (or a
     # pipelined request waits); a lost connection is only seen while reading.
     probe = Probe(pause=True)
-    async with serve(probe) as url:
-        sock = post(int(url.rsplit(":", 1)[1]), b"{}")
-        await probe.watching.wait()
+    async with watched(probe) as sock:
         sock.close()
         await asyncio.wait_for(probe.gone.wait(), 5)
-        probe.release.set()
 
 
 async def test_nothing_is_called_after_stop() -> None:
     probe = Probe(stop_first=True)
-    async with serve(probe) as url:
-        sock = post(int(url.rsplit(":", 1)[1]), b"{}")
-        await probe.watching.wait()
+    async with watched(probe) as sock:
         sock.close()
         await asyncio.sleep(SETTLE)
         assert probe.gone_calls == 0
-        probe.release.set()
 
 
 async def test_a_close_after_the_whole_answer_is_not_a_departure() -> None:
     probe = Probe(answer=True)
-    async with serve(probe) as url:
-        sock = post(int(url.rsplit(":", 1)[1]), b"{}")
-        await probe.watching.wait()
+    async with watched(probe) as sock:
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         sock.close()
         await asyncio.sleep(SETTLE)
         assert probe.gone_calls == 0
-        probe.release.set()
 
 
 async def test_another_servers_send_is_watched_by_a_task() -> None:
