@@ -137,7 +137,12 @@ def watch_client(receive: Receive, send: Send, on_gone: Callable[[], None]) -> C
     """
     cycle = _uvicorn_cycle(send)
     event = getattr(cycle, "message_event", None)
-    if cycle is None or type(event) is not asyncio.Event or not hasattr(cycle, "flow"):
+    if (
+        cycle is None
+        or type(event) is not asyncio.Event
+        or not hasattr(cycle, "flow")
+        or not hasattr(cycle, "disconnected")  # read in `_Departure.set`
+    ):
         task = asyncio.get_running_loop().create_task(watch_disconnect(receive, on_gone))
         return task.cancel
     departure = cycle.message_event = _Departure(cycle, on_gone)
