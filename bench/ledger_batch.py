@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ledger_batch.py                 # 100, 300, 500 rows, 5 rounds
     .venv/bin/python bench/ledger_batch.py --sizes 500 --rounds 9
+    taskset -c 0 .venv/bin/python bench/ledger_batch.py --steady 100 --seconds 20
 
 The batching task runs on the gateway's event loop, between the streams' chunks: while
 it prepares and sends a batch nothing else runs, so the longest stretch it holds the
@@ -10,16 +11,24 @@ loop) measures that stretch; the table also shows the batch's wall time and the 
 thread's CPU time (the SQL itself runs in aiosqlite's thread). The ticker spins while
 the batch waits for that thread, so the CPU time is taken from a second batch of the
 same size, written without it. Median of the rounds, range in brackets.
+
+``--steady R`` measures the ledger's whole cost instead, as a gateway pays it: R
+records a second go to a running `UsageLog` (journal appends, its sync and batch task,
+aiosqlite's thread) for ``--seconds``, on uvloop; the process's CPU time (all threads,
+user and system) less that of the same pacing loop with no ledger, per record.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import uvloop
 
 from corral.adapters.store import Store
 from corral.adapters.store.journal import Journal
@@ -109,9 +118,53 @@ async def main(sizes: list[int], rounds: int) -> None:
         await store.close()
 
 
+def process_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def paced(log: UsageLog | None, rate: int, seconds: float, first: int) -> float:
+    """Process CPU seconds while ``rate`` records a second go to ``log`` (none: the pacing
+    loop alone), in ticks of 10 ms as a gateway's requests end through a second."""
+    loop = asyncio.get_running_loop()
+    cpu0, start = process_cpu(), loop.time()
+    sent = 0
+    while (now := loop.time() - start) < seconds:
+        due = int(now * rate)
+        while sent < due:
+            if log is not None:
+                log.append(sample(first + sent), "ollama")
+            sent += 1
+        await asyncio.sleep(0.01)
+    return process_cpu() - cpu0
+
+
+async def steady(rate: int, seconds: float, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp)
+        store = await Store.open(f"sqlite+aiosqlite:///{where / 'corral.db'}")
+        await store.upgrade()
+        log = UsageLog(store, Journal(where / "usage.journal"))
+        await log.start()
+        await paced(log, rate, 1.0, 0)  # warm up
+        costs = []
+        for r in range(rounds):
+            with_log = await paced(log, rate, seconds, (r + 1) * 10**7)
+            alone = await paced(None, rate, seconds, 0)
+            costs.append((with_log - alone) / (rate * seconds) * 1e6)
+        await log.stop()
+        await store.close()
+        print(f"ledger at {rate} records/s: {cell(costs)} µs of process CPU per record")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="100,300,500", help="rows per batch, comma-separated")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steady", type=int, default=0, help="records a second (whole cost)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="--steady: seconds per round")
     a = ap.parse_args()
-    asyncio.run(main([int(s) for s in a.sizes.split(",")], a.rounds))
+    if a.steady:
+        uvloop.run(steady(a.steady, a.seconds, min(a.rounds, 3)))
+    else:
+        asyncio.run(main([int(s) for s in a.sizes.split(",")], a.rounds))
