@@ -21,7 +21,7 @@ import msgspec
 
 from corral.adapters.ollama import Final, read_final
 from corral.adapters.upstream import UpstreamResponse
-from corral.app.asgi import Send, Watchdog, direct_body
+from corral.app.asgi import Send, Watchdog, corked, direct_body
 from corral.app.counting import CountJob
 from corral.app.pipeline import RequestContext
 from corral.app.plans import Plan, StreamHandler, prompt_chars
@@ -159,10 +159,8 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
     watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
-    await start_response(ctx, 200, resp.content_type.encode() or _NDJSON)
     tap = SchemaTap(ctx) if ctx.schema is not None else None
-    out = _Out(send)
-    relayed = _Passed(ctx, watchdog, out.write, tap, first)
+    relayed = _Passed(ctx, watchdog, tap, first)
 
     def closing() -> None:
         relayed.meter.close()
@@ -172,7 +170,11 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
     ctx.closing = closing
     gw.open_streams += 1
     try:
-        await send({"type": "http.response.body", "body": first, "more_body": True})
+        with corked(send):  # the head and the first chunk leave in one write
+            await start_response(ctx, 200, resp.content_type.encode() or _NDJSON)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        out = _Out(send)  # after the cork: its direct writes go to the real transport
+        relayed.write = out.write
         relayed.meter.add(first)
         if tap is not None:
             tap.feed(first)
@@ -241,24 +243,23 @@ class _Out:
                     await body.drain()
 
 
+def _not_yet(data: bytes) -> bool:
+    raise RuntimeError("a piece to relay before the response's head was sent")
+
+
 class _Passed:
     """The work on each chunk of an Ollama pass-through stream, wherever it runs:
     forward it, keep the watchdog and the fair share up to date, keep the tail (the last
     line carries the counts)."""
 
-    __slots__ = ("_clock", "_tap", "_watchdog", "_write", "last", "meter", "prev")
+    __slots__ = ("_clock", "_tap", "_watchdog", "last", "meter", "prev", "write")
 
     def __init__(
-        self,
-        ctx: RequestContext,
-        watchdog: Watchdog,
-        write: Callable[[bytes], bool],
-        tap: SchemaTap | None,
-        first: bytes,
+        self, ctx: RequestContext, watchdog: Watchdog, tap: SchemaTap | None, first: bytes
     ) -> None:
         self._clock = asyncio.get_running_loop().time
         self._watchdog = watchdog
-        self._write = write
+        self.write: Callable[[bytes], bool] = _not_yet  # where pieces go, once the head is out
         self.meter = _Meter(ctx, 1)
         self._tap = tap
         self.prev = b""
@@ -266,7 +267,7 @@ class _Passed:
 
     def feed(self, chunk: bytes) -> bool:
         self._watchdog.last = self._clock()
-        more = self._write(chunk)
+        more = self.write(chunk)
         self.meter.add(chunk)
         if self._tap is not None:
             self._tap.feed(chunk)
@@ -320,7 +321,6 @@ async def relay_handled_stream(
     watchdog.set_idle(gw.settings.timeouts.stream_idle_s)
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
-    await start_response(ctx, 200, handler.content_type)
     tap = SchemaTap(ctx) if ctx.schema is not None else None
 
     def closing() -> None:
@@ -334,8 +334,10 @@ async def relay_handled_stream(
     try:
         if tap is not None:
             out = tap.feed(out)
-        await send({"type": "http.response.body", "body": out, "more_body": True})
-        sink = _Out(send)
+        with corked(send):  # the head and the first piece leave in one write
+            await start_response(ctx, 200, handler.content_type)
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        sink = _Out(send)  # after the cork: its direct writes go to the real transport
         handled = _Handled(watchdog, sink.write, handler, tap, meter)
         await sink.pump(resp, chunks, handled.feed, handled.stopped)
         out = handler.close()

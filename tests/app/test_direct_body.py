@@ -273,3 +273,37 @@ async def test_the_gateway_sends_a_whole_answer_in_one_write(
     assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: %d" % len(rest) in head
     assert rest == whole.content and whole.json()["done"] is True
     assert refusal.startswith(b"HTTP/1.1 404") and refusal.endswith(missing.content)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/generate", {"model": "llama3.2:1b", "prompt": "a story"}),  # passed through
+        (  # translated: an OpenAI client, an Ollama node
+            "/v1/chat/completions",
+            {
+                "model": "llama3.2:1b",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+            },
+        ),
+    ],
+)
+async def test_the_gateway_sends_a_streams_head_with_its_first_chunk(
+    monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+) -> None:
+    flushed: list[bytes] = []
+    real_flush = asgi._Corked.flush
+
+    def spy(self: Any) -> None:
+        flushed.append(b"".join(self._parts))
+        real_flush(self)
+
+    monkeypatch.setattr(asgi._Corked, "flush", spy)
+    async with sim_fleet(NodeSpec()) as fleet, httpx.AsyncClient(timeout=30) as client:
+        resp = await client.post(fleet.url + path, json=body)
+    assert resp.status_code == 200
+    head, first = flushed[0].split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding: chunked" in head
+    size, piece = first.split(b"\r\n", 1)
+    assert piece == resp.content[: int(size, 16)] + b"\r\n"  # one whole chunk, the first
