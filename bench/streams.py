@@ -396,6 +396,36 @@ class Rig:
             lambda: self.backend.poll() is None,
         )
 
+    def start_nginx(self) -> tuple[subprocess.Popen[bytes], int]:
+        """nginx as a plain reverse proxy in Corral's place (one process, on the gateway
+        core, unbuffered, keep-alive to the backend): what a C proxy costs per chunk on
+        this rig, the floor under any gateway's figure (streams_ab.py ``nginx=nginx``)."""
+        port = free_port()
+        prefix = self.workdir / f"nginx-{port}"
+        prefix.mkdir()
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            "daemon off; master_process off; worker_processes 1;\n"
+            f"error_log {prefix}/error.log warn; pid {prefix}/nginx.pid;\n"
+            "events { worker_connections 8192; }\n"
+            "http {\n  access_log off;\n"
+            f"  upstream backend {{ server 127.0.0.1:{self.backend_port}; keepalive 1024; }}\n"
+            f"  server {{\n    listen 127.0.0.1:{port} backlog=4096;\n"
+            "    location / {\n      proxy_pass http://backend; proxy_http_version 1.1;\n"
+            '      proxy_set_header Connection ""; proxy_buffering off;\n'
+            "    }\n  }\n}\n"
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        proc = self.children.start(pin(argv, self.gw_cpus), log=prefix / "out.log")
+        wait_until(
+            lambda: b"bench" in http_get(f"http://127.0.0.1:{port}/api/tags"),
+            self.args.ready_timeout,
+            "nginx",
+            lambda: proc.poll() is None,
+        )
+        return proc, port
+
     def start_gateway(self, case: Case) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         scheme = "openai+http" if case.backend == "openai" else "http"

@@ -4,6 +4,11 @@
     .venv/bin/python bench/streams_ab.py --trees base=/tmp/base,new=. --cases a,b
     .venv/bin/python bench/streams_ab.py --loads 100x20,1000x100 --reps 3
     .venv/bin/python bench/streams_ab.py --loads 1000x50 --direct --gc-probe
+    .venv/bin/python bench/streams_ab.py --trees new=.,nginx=nginx --loads 100x20,1000x40
+
+A tree named ``nginx`` (path ``nginx``) is nginx as a plain reverse proxy in Corral's
+place (`streams.Rig.start_nginx`; Debian's nginx-light): the same rig's cost per chunk
+for a proxy in C, which shows how much of a figure is the rig's and the kernel's.
 
 ``--direct`` also runs each load straight at the backend (the rig's own delays);
 ``--gc-probe`` times every collection in the gateways (bench/gcprobe) and prints the
@@ -45,6 +50,9 @@ async def run(
             case = streams.CASES[name]
             gateways = []
             for tree, path in trees:
+                if path == "nginx":  # the reference: a C proxy in Corral's place
+                    gateways.append((tree, *rig.start_nginx()))
+                    continue
                 os.environ["PYTHONPATH"] = path
                 try:
                     gateways.append((tree, *rig.start_gateway(case)))
@@ -69,8 +77,10 @@ async def run(
                         r["kept_up"] = kept_up(r, int(n), float(interval), per_stream[name], args)
                         results.setdefault((name, load, tree), []).append(r)
                         bench.log(f"{name} {load} {tree}", r)
+            references = {tree for tree, path in trees if path == "nginx"}
             for tree, proc, port in gateways:
-                if args.gc_probe:  # uvicorn re-raises SIGTERM after shutdown: no atexit
+                if args.gc_probe and tree not in references:  # uvicorn re-raises SIGTERM
+                    # after shutdown, so the probe writes on SIGUSR2, not atexit
                     os.kill(proc.pid, signal.SIGUSR2)
                     await asyncio.sleep(1.0)
                 rig.children.stop(proc)
@@ -112,7 +122,10 @@ def main() -> int:
         import uvloop
     except ImportError:
         uvloop = None  # type: ignore[assignment]
-    trees = [(t, str(Path(p).resolve())) for t, p in (x.split("=", 1) for x in ab.trees.split(","))]
+    trees = [
+        (t, p if p == "nginx" else str(Path(p).resolve()))
+        for t, p in (x.split("=", 1) for x in ab.trees.split(","))
+    ]
     results = (uvloop.run if uvloop is not None else asyncio.run)(run(ab, args, trees))
     print(
         "\n| case | load | tree | µs/chunk per run | median | usr | sys "
