@@ -8,7 +8,6 @@ row was written) are upserts on the same key: replayed, they change nothing more
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -17,14 +16,9 @@ from typing import Any, Literal, cast
 from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from corral.adapters.store.db import SqliteStatement, Store, check_page
+from corral.adapters.store.db import Store, check_page
 from corral.adapters.store.records import Page, UsageEntry, UsageTotal
-from corral.adapters.store.request_audit import (
-    SQLITE_INSERT_AUDIT,
-    RequestAuditEntry,
-    insert_request_audit,
-    request_audit_rows,
-)
+from corral.adapters.store.request_audit import RequestAuditEntry, insert_request_audit
 from corral.adapters.store.schema import UsageRow, UserRow
 from corral.core.errors import BadRequest
 
@@ -40,24 +34,6 @@ __all__ = [
 GroupBy = Literal["user", "model", "day"]
 _TEXT_LIMITS = {"request_id": 64, "key_prefix": 16, "tenant": 128, "model": 256, "backend": 128}
 _COLUMNS = tuple(f.name for f in fields(UsageEntry))
-_TABLE = cast(Table, UsageRow.__table__)
-_AMENDED = ("prompt_tokens", "completion_tokens", "tokens_estimated", "tokens_source")
-
-
-def _amend(insert: Any) -> Any:
-    return insert.on_conflict_do_update(
-        index_elements=[_TABLE.c.request_id],
-        set_={name: insert.excluded[name] for name in _AMENDED},
-    )
-
-
-# A SQLite file's batches go through the store's direct writer (`Store.write_direct`).
-_SQLITE_ADD = SqliteStatement(
-    sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=[_TABLE.c.request_id]),
-    _TABLE,
-    _COLUMNS,
-)
-_SQLITE_AMEND = SqliteStatement(_amend(sqlite.insert(_TABLE)), _TABLE, _COLUMNS)
 
 
 def _check_entry(entry: UsageEntry) -> dict[str, Any]:
@@ -95,23 +71,14 @@ async def record_usage_batch(
         rows.setdefault(entry.request_id, _check_entry(entry))
     if not rows and not audits:
         return 0
-    if store.direct_writes:
-        added_rows = _SQLITE_ADD.params(rows.values())
-        audit_rows = SQLITE_INSERT_AUDIT.params(request_audit_rows(audits))
-
-        def add(connection: sqlite3.Connection) -> int:
-            added = _SQLITE_ADD.run(connection, added_rows)
-            SQLITE_INSERT_AUDIT.run(connection, audit_rows)
-            return added
-
-        return await store.write_direct(add)
     dialect_insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
     # On the table, not the ORM class: a plain executemany, without the ORM's bulk-insert
     # bookkeeping per row (it runs on the event loop, between the requests' chunks).
+    table = cast(Table, UsageRow.__table__)
     statement = (
-        dialect_insert(_TABLE)
-        .on_conflict_do_nothing(index_elements=[_TABLE.c.request_id])
-        .returning(_TABLE.c.request_id)
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=[table.c.request_id])
+        .returning(table.c.request_id)
     )
     async with store.write() as session:
         added = 0
@@ -132,13 +99,17 @@ async def amend_usage_counts(store: Store, entries: Sequence[UsageEntry]) -> int
         rows[entry.request_id] = _check_entry(entry)  # the last amendment wins
     if not rows:
         return 0
-    if store.direct_writes:
-        amended = _SQLITE_AMEND.params(rows.values())
-        await store.write_direct(lambda connection: _SQLITE_AMEND.run(connection, amended))
-        return len(rows)
     dialect_insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(UsageRow)
+    statement = insert.on_conflict_do_update(
+        index_elements=[UsageRow.request_id],
+        set_={
+            name: insert.excluded[name]
+            for name in ("prompt_tokens", "completion_tokens", "tokens_estimated", "tokens_source")
+        },
+    )
     async with store.write() as session:
-        await session.execute(_amend(dialect_insert(_TABLE)), list(rows.values()))
+        await session.execute(statement, list(rows.values()))
     return len(rows)
 
 

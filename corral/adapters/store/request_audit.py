@@ -11,28 +11,26 @@ SQLite's one write lock for long.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from sqlalchemy import Table, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.adapters.store.db import SqliteStatement, Store
+from corral.adapters.store.db import Store
 from corral.adapters.store.schema import CONTENT_LEVELS, RequestAuditRow
 from corral.core.errors import BadRequest
 from corral.core.usage import UsageRecord
 
 __all__ = [
-    "SQLITE_INSERT_AUDIT",
     "ContentLine",
     "RequestAuditEntry",
     "insert_request_audit",
     "purge_request_audit",
     "request_audit_entry",
-    "request_audit_rows",
 ]
 
 PURGE_BATCH = 5000
@@ -124,26 +122,11 @@ def _check(entry: RequestAuditEntry) -> dict[str, Any]:
     return row
 
 
-def request_audit_rows(entries: Sequence[RequestAuditEntry]) -> list[dict[str, Any]]:
-    """The rows to insert for ``entries``, checked; the first of a repeated request_id."""
+async def insert_request_audit(session: AsyncSession, entries: Sequence[RequestAuditEntry]) -> int:
+    """Add ``entries`` inside an open transaction; a request_id already stored is skipped."""
     rows: dict[str, dict[str, Any]] = {}
     for entry in entries:
         rows.setdefault(entry.request_id, _check(entry))
-    return list(rows.values())
-
-
-_TABLE = cast(Table, RequestAuditRow.__table__)
-# The same insert for a SQLite file's direct writer (`Store.write_direct`).
-SQLITE_INSERT_AUDIT = SqliteStatement(
-    sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=[_TABLE.c.request_id]),
-    _TABLE,
-    [f.name for f in fields(RequestAuditEntry)],
-)
-
-
-async def insert_request_audit(session: AsyncSession, entries: Sequence[RequestAuditEntry]) -> int:
-    """Add ``entries`` inside an open transaction; a request_id already stored is skipped."""
-    rows = request_audit_rows(entries)
     if not rows:
         return 0
     bind = session.get_bind()
@@ -153,7 +136,7 @@ async def insert_request_audit(session: AsyncSession, entries: Sequence[RequestA
         .on_conflict_do_nothing(index_elements=[RequestAuditRow.request_id])
         .returning(RequestAuditRow.request_id)
     )
-    inserted = await session.scalars(statement, rows)
+    inserted = await session.scalars(statement, list(rows.values()))
     return len(inserted.all())
 
 
