@@ -252,9 +252,8 @@ async def test_corked_does_nothing_for_a_send_that_is_not_uvicorns() -> None:
     assert sent == ["http.response.start", "http.response.body"]
 
 
-async def test_the_gateway_sends_a_whole_answer_in_one_write(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def spy_on_flushes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What each `corked` block hands to the transport, one item per write."""
     flushed: list[bytes] = []
     real_flush = asgi._Corked.flush
 
@@ -263,6 +262,13 @@ async def test_the_gateway_sends_a_whole_answer_in_one_write(
         real_flush(self)
 
     monkeypatch.setattr(asgi._Corked, "flush", spy)
+    return flushed
+
+
+async def test_the_gateway_sends_a_whole_answer_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flushed = spy_on_flushes(monkeypatch)
     body = {"model": "llama3.2:1b", "prompt": "a story", "stream": False}
     async with sim_fleet(NodeSpec()) as fleet, httpx.AsyncClient(timeout=30) as client:
         whole = await client.post(fleet.url + "/api/generate", json=body)
@@ -292,14 +298,7 @@ async def test_the_gateway_sends_a_whole_answer_in_one_write(
 async def test_the_gateway_sends_a_streams_head_with_its_first_chunk(
     monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
 ) -> None:
-    flushed: list[bytes] = []
-    real_flush = asgi._Corked.flush
-
-    def spy(self: Any) -> None:
-        flushed.append(b"".join(self._parts))
-        real_flush(self)
-
-    monkeypatch.setattr(asgi._Corked, "flush", spy)
+    flushed = spy_on_flushes(monkeypatch)
     async with sim_fleet(NodeSpec()) as fleet, httpx.AsyncClient(timeout=30) as client:
         resp = await client.post(fleet.url + path, json=body)
     assert resp.status_code == 200
