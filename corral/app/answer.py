@@ -160,10 +160,10 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
     ctx.ttfb = watchdog.last - watchdog.started
     ctx.status = 200
     tap = SchemaTap(ctx) if ctx.schema is not None else None
-    relayed = _Passed(ctx, watchdog, tap, first)
+    meter = _Meter(ctx, 1)
 
     def closing() -> None:
-        relayed.meter.close()
+        meter.close()
         if ctx.usage_source is None:  # no counts: cut short, or the backend gave none
             _account_usage(ctx, _estimate(ctx, ctx.streamed_tokens))
 
@@ -174,8 +174,8 @@ async def relay_stream(ctx: RequestContext, resp: UpstreamResponse, watchdog: Wa
             await start_response(ctx, 200, resp.content_type.encode() or _NDJSON)
             await send({"type": "http.response.body", "body": first, "more_body": True})
         out = _Out(send)  # after the cork: its direct writes go to the real transport
-        relayed.write = out.write
-        relayed.meter.add(first)
+        relayed = _Passed(watchdog, out.write, tap, meter, first)
+        meter.add(first)
         if tap is not None:
             tap.feed(first)
         await out.pump(resp, chunks, relayed.feed)
@@ -243,32 +243,33 @@ class _Out:
                     await body.drain()
 
 
-def _not_yet(data: bytes) -> bool:
-    raise RuntimeError("a piece to relay before the response's head was sent")
-
-
 class _Passed:
     """The work on each chunk of an Ollama pass-through stream, wherever it runs:
     forward it, keep the watchdog and the fair share up to date, keep the tail (the last
     line carries the counts)."""
 
-    __slots__ = ("_clock", "_tap", "_watchdog", "last", "meter", "prev", "write")
+    __slots__ = ("_clock", "_meter", "_tap", "_watchdog", "_write", "last", "prev")
 
     def __init__(
-        self, ctx: RequestContext, watchdog: Watchdog, tap: SchemaTap | None, first: bytes
+        self,
+        watchdog: Watchdog,
+        write: Callable[[bytes], bool],
+        tap: SchemaTap | None,
+        meter: _Meter,
+        first: bytes,
     ) -> None:
         self._clock = asyncio.get_running_loop().time
         self._watchdog = watchdog
-        self.write: Callable[[bytes], bool] = _not_yet  # where pieces go, once the head is out
-        self.meter = _Meter(ctx, 1)
+        self._write = write
+        self._meter = meter
         self._tap = tap
         self.prev = b""
         self.last = first
 
     def feed(self, chunk: bytes) -> bool:
         self._watchdog.last = self._clock()
-        more = self.write(chunk)
-        self.meter.add(chunk)
+        more = self._write(chunk)
+        self._meter.add(chunk)
         if self._tap is not None:
             self._tap.feed(chunk)
         self.prev = self.last
