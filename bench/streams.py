@@ -426,6 +426,26 @@ class Rig:
         )
         return proc, port
 
+    def start_floor(self) -> tuple[subprocess.Popen[bytes], int]:
+        """bench/floor_proxy.py in Corral's place: uvicorn with Corral's stream client and
+        direct writes and none of its gateway work, what the Python stack alone costs per
+        chunk on this rig (streams_ab.py ``floor=floor``; pass-through cases only)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{self.backend_port}"
+        argv = [sys.executable, str(HERE / "floor_proxy.py"), "--port", str(port)]
+        argv += ["--backend", url]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        log = self.workdir / f"floor-{port}.log"
+        proc = self.children.start(pin(argv, self.gw_cpus), log=log, cwd=self.workdir, env=env)
+        wait_until(
+            lambda: b"bench" in http_get(f"http://127.0.0.1:{port}/api/tags"),
+            self.args.ready_timeout,
+            "floor proxy",
+            lambda: proc.poll() is None,
+        )
+        return proc, port
+
     def start_gateway(self, case: Case) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         scheme = "openai+http" if case.backend == "openai" else "http"

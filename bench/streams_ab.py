@@ -5,10 +5,14 @@
     .venv/bin/python bench/streams_ab.py --loads 100x20,1000x100 --reps 3
     .venv/bin/python bench/streams_ab.py --loads 1000x50 --direct --gc-probe
     .venv/bin/python bench/streams_ab.py --trees new=.,nginx=nginx --loads 100x20,1000x40
+    .venv/bin/python bench/streams_ab.py --trees new=.,floor=floor,nginx=nginx --cases a,b
 
 A tree named ``nginx`` (path ``nginx``) is nginx as a plain reverse proxy in Corral's
 place (`streams.Rig.start_nginx`; Debian's nginx-light): the same rig's cost per chunk
-for a proxy in C, which shows how much of a figure is the rig's and the kernel's.
+for a proxy in C, which shows how much of a figure is the rig's and the kernel's. A
+tree named ``floor`` is bench/floor_proxy.py: uvicorn with Corral's stream client and
+direct writes but none of its gateway work, the Python stack's own cost per chunk.
+Both pass answers through as they are, so they fit the pass-through cases (a, b) only.
 
 ``--direct`` also runs each load straight at the backend (the rig's own delays);
 ``--gc-probe`` times every collection in the gateways (bench/gcprobe) and prints the
@@ -36,6 +40,8 @@ from typing import Any
 
 import streams
 
+REFERENCES = ("nginx", "floor")  # proxies run in Corral's place, not source trees
+
 
 async def run(
     ab: argparse.Namespace, args: argparse.Namespace, trees: list[tuple[str, str]]
@@ -52,6 +58,9 @@ async def run(
             for tree, path in trees:
                 if path == "nginx":  # the reference: a C proxy in Corral's place
                     gateways.append((tree, *rig.start_nginx()))
+                    continue
+                if path == "floor":  # the Python stack alone, no gateway work
+                    gateways.append((tree, *rig.start_floor()))
                     continue
                 os.environ["PYTHONPATH"] = path
                 try:
@@ -77,7 +86,7 @@ async def run(
                         r["kept_up"] = kept_up(r, int(n), float(interval), per_stream[name], args)
                         results.setdefault((name, load, tree), []).append(r)
                         bench.log(f"{name} {load} {tree}", r)
-            references = {tree for tree, path in trees if path == "nginx"}
+            references = {tree for tree, path in trees if path in REFERENCES}
             for tree, proc, port in gateways:
                 if args.gc_probe and tree not in references:  # uvicorn re-raises SIGTERM
                     # after shutdown, so the probe writes on SIGUSR2, not atexit
@@ -123,7 +132,7 @@ def main() -> int:
     except ImportError:
         uvloop = None  # type: ignore[assignment]
     trees = [
-        (t, p if p == "nginx" else str(Path(p).resolve()))
+        (t, p if p in REFERENCES else str(Path(p).resolve()))
         for t, p in (x.split("=", 1) for x in ab.trees.split(","))
     ]
     results = (uvloop.run if uvloop is not None else asyncio.run)(run(ab, args, trees))
