@@ -188,6 +188,46 @@ def test_log_level_is_case_insensitive() -> None:
     assert load_settings(environ={"CORRAL_LOG_LEVEL": "WARNING"}).log_level == "warning"
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("0.0.0.0", "0.0.0.0"),
+        ("::", "::"),
+        ("[::1]", "::1"),  # the socket calls take IPv6 without brackets
+        ("0:0:0:0:0:0:0:1", "::1"),
+        (" 10.0.0.7 ", "10.0.0.7"),
+        ("localhost", "localhost"),
+        ("gateway.example.com", "gateway.example.com"),
+        ("gateway.example.com.", "gateway.example.com."),
+    ],
+)
+def test_the_listen_host_is_an_address_or_a_host_name(given: str, kept: str) -> None:
+    settings = load_settings(environ={"CORRAL_HOST": given, "CORRAL_AUTH__MODE": "on"})
+    assert settings.host == kept
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "not a host!!",
+        "http://gateway",
+        "gateway:8088",
+        "1.2.3.4:80",
+        "-bad.example",
+        "a..b",
+        "a" * 64 + ".example",
+        "under_score.example",
+    ],
+)
+def test_a_listen_host_that_cannot_be_bound_is_refused_at_load(given: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(environ={"CORRAL_HOST": given, "CORRAL_AUTH__MODE": "on"})
+    assert any(
+        "CORRAL_HOST: host:" in p and "IP address or host name" in p for p in problems(excinfo)
+    )
+
+
 # --- backends ------------------------------------------------------------------------
 
 

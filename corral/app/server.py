@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from corral.app.auth import AuthStartError, admin_key_from
 from corral.app.listener import Server
@@ -82,10 +83,13 @@ def build(settings: Settings, *, demo: bool = False, source: ConfigSource | None
 
 
 def _banner(err: Console, settings: Settings, demo: bool) -> None:
-    where = f"http://{settings.host}:{settings.port}"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
+    where = f"http://{host}:{settings.port}"
     n = len(settings.backends)
     extra = " plus a simulated demo fleet" if demo else ""
-    err.print(f"[bold]Corral[/] on {where} — {n} configured backend(s){extra}", highlight=False)
+    err.print(
+        f"[bold]Corral[/] on {escape(where)} — {n} configured backend(s){extra}", highlight=False
+    )
     if settings.auth.required(settings.host):
         err.print(
             f"  auth: ON (auth.mode {settings.auth.mode}) — requests need "

@@ -68,6 +68,28 @@ _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 # An allowed image host is a bare name or IP; these characters mean a URL was pasted.
 _HOST_BAD_RE = re.compile(r"[\s/@?#*\[\]]")
 
+# One label of a DNS name (RFC 1123): letters, digits and inner hyphens, 1-63 of them.
+_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def listen_host(host: str) -> str:
+    """``host`` as an address to listen on: an IP address (IPv6 without brackets, as the
+    socket calls take it) or a host name; ValueError for anything else (a URL, a port,
+    spaces), which would otherwise fail only at the next start."""
+    name = host.strip()
+    bare = name.removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    labels = name.removesuffix(".").split(".")
+    if len(name) > 253 or not all(_DNS_LABEL_RE.match(label) for label in labels):
+        raise ValueError(
+            f"{host!r} is not an IP address or host name to listen on "
+            "(e.g. 127.0.0.1, 0.0.0.0, ::1 or gateway.example.com; no scheme or port)"
+        )
+    return name
+
 
 def split_backend_spec(spec: str) -> dict[str, Any]:
     """Split ``[name=][kind+]scheme://host:port[/path]`` into BackendConfig fields.
@@ -459,7 +481,11 @@ class ImagesConfig(_Section):
 class Settings(_Section):
     """Everything the gateway reads at start-up."""
 
-    host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Interface to listen on: an IP address or a host name (no scheme, no port).",
+    )
     port: int = Field(default=8088, ge=1, le=65535, description="TCP port to listen on.")
     data_dir: Path = Field(
         default_factory=default_data_dir,
@@ -507,6 +533,11 @@ class Settings(_Section):
     fleet: FleetConfig = Field(default_factory=lambda: FleetConfig())
     workers: WorkersConfig = Field(default_factory=lambda: WorkersConfig())
     audit: AuditConfig = Field(default_factory=lambda: AuditConfig())
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, host: str) -> str:
+        return listen_host(host)
 
     @model_validator(mode="after")
     def _no_open_gateway(self) -> Settings:

@@ -101,6 +101,8 @@ async def test_a_setting_built_at_start_waits_for_a_restart_and_says_so() -> Non
         ("queue", {"max_wating": 1}, "queue.max_wating"),
         ("retry", {"backoff_s": 2, "backoff_max_s": 1}, "retry"),
         ("port", "many", "port"),
+        ("host", "not a host!!", "host"),
+        ("host", "http://0.0.0.0:8088", "host"),
         ("policy", "fastest", "policy"),
         ("backends", [{"url": "ftp://x"}], "backends[0].url"),
         ("backends", ["http://a:1", "http://a:1"], "backends"),
