@@ -119,6 +119,12 @@ class WorkersConfig(_Section):
     stop_timeout_s: Seconds = Field(
         default=10.0, description="Time between SIGTERM and SIGKILL when a worker stops."
     )
+    unhealthy_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A ready worker whose health checks have failed this long (it runs but "
+        "does not answer) is stopped, counted as failed, and replaced if below min; 0 = never.",
+    )
 
     @property
     def enabled(self) -> bool:

@@ -159,6 +159,38 @@ async def test_a_killed_worker_is_noticed_removed_and_replaced_up_to_min() -> No
         assert (await wg.generate(num_predict=2)).status_code == 200
 
 
+async def test_a_worker_that_runs_but_stops_answering_is_replaced_up_to_min() -> None:
+    health = {"interval_s": 0.2, "timeout_s": 0.3}
+    async with workers_gateway(min=1, max=2, unhealthy_s=1.0, settings={"health": health}) as wg:
+        (hung,) = await wg.until_ready(1)
+        assert hung.handle is not None and hung.handle.pid
+        # The process stays up; every request to it (probes too) is accepted, never answered.
+        async with httpx.AsyncClient() as sim:
+            (await sim.post(f"{hung.url}/_sim/faults", json={"hang": True})).raise_for_status()
+        await until(lambda: hung.state == "failed", timeout=10)
+        assert hung.error is not None and hung.error.startswith("unhealthy for ")
+        assert gone(hung.handle.pid)
+        assert hung.id not in wg.running.gw.fleet.backends
+        (fresh,) = await wg.until_ready(1, timeout=15)
+        assert fresh.id != hung.id and fresh.reason == "min"
+        assert (await wg.generate(num_predict=2)).status_code == 200
+
+
+async def test_a_worker_that_stops_answering_stays_when_unhealthy_s_is_0() -> None:
+    health = {"interval_s": 0.2, "timeout_s": 0.3}
+    async with workers_gateway(min=1, max=2, unhealthy_s=0, settings={"health": health}) as wg:
+        (hung,) = await wg.until_ready(1)
+        async with httpx.AsyncClient() as sim:
+            (await sim.post(f"{hung.url}/_sim/faults", json={"hang": True})).raise_for_status()
+        backend = wg.running.gw.fleet.backends[hung.id]
+        await until(lambda: not backend.healthy, timeout=5)
+        await asyncio.sleep(1.5)  # past what unhealthy_s 1 would have allowed
+        assert wg.pool.replace_unhealthy() == []
+        assert hung.state == "ready" and list(wg.pool.workers) == [hung.id]
+        async with httpx.AsyncClient() as sim:
+            await sim.post(f"{hung.url}/_sim/faults", json={"hang": False})
+
+
 async def test_the_autoscaler_follows_a_burst_within_max_and_cooldown() -> None:
     cooldown = 1.0
     command = SIM + " --speed 0.3"  # ~100 tokens/s: a 100-token answer takes about 1 s

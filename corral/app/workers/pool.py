@@ -139,9 +139,42 @@ class WorkerPool:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                self.replace_unhealthy()
                 await self.scaling.check()
             except Exception:  # the supervisor must outlive one bad look
                 log.exception("workers: the autoscaler's check failed")
+
+    def replace_unhealthy(self) -> list[Worker]:
+        """Stop the ready workers whose health checks have failed for ``unhealthy_s``: a
+        process that runs but no longer answers. Each is counted as failed (a crash
+        would be), and the next look starts another if the pool is below min."""
+        limit = self.config.unhealthy_s
+        if limit <= 0:
+            return []
+        now = asyncio.get_running_loop().time()
+        hung = []
+        for w in self.workers.values():
+            state = self.gw.fleet.backends.get(w.id)
+            if w.state != "ready" or w.retiring is not None or state is None or state.healthy:
+                continue
+            if state.offline or state.last_ok_at is None or now - state.last_ok_at < limit:
+                continue
+            why = f"unhealthy for {now - state.last_ok_at:.0f}s ({state.last_error or 'no answer'})"
+            w.state = "stopping"  # from now on it is neither live nor a candidate to prune
+            w.retiring = asyncio.create_task(self._give_up(w, why), name=f"stop-{w.id}")
+            hung.append(w)
+        return hung
+
+    async def _give_up(self, w: Worker, why: str) -> None:
+        w.error = why
+        log.warning("worker %s %s: stopping it", w.id, why)
+        await self._leave_fleet(w)
+        if w.handle is not None:
+            w.exit_code = await self.provider.stop(w.handle, self.config.stop_timeout_s)
+        self._end(w, "failed")
+        self.autoscaler.failed(asyncio.get_running_loop().time())
+        if not self._closing:
+            self.wake()
 
     # -- spawning ---------------------------------------------------------------
 
