@@ -163,6 +163,8 @@ class HotPaths:
                     await send_error(send, error, dialect_of(scope["path"]))
                     return
                 receive = _bounded(receive, limit)
+                if scope["method"] in _WITH_BODY:
+                    scope = _json_by_default(scope)
         await self.app(scope, receive, send)
 
 
@@ -171,6 +173,25 @@ _UNBOUNDED = "/api/blobs/"
 # Never below this, so a small limits.max_body_bytes cannot lock the admin out of the
 # API that changes it.
 _CONTROL_FLOOR = 1024 * 1024
+
+
+# Every control-plane route takes JSON (none takes a form). curl -d sends it as
+# application/x-www-form-urlencoded and other tools as text/plain or with no type at
+# all; read as what it is, not refused as "not a dictionary".
+_WITH_BODY = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+_NOT_SAID_JSON = (b"", b"application/x-www-form-urlencoded", b"text/plain")
+
+
+def _json_by_default(scope: Scope) -> Scope:
+    """``scope`` with its body declared JSON when the client did not say what it is."""
+    headers = scope["headers"]
+    for i, (name, value) in enumerate(headers):
+        if name == b"content-type":
+            if value.split(b";", 1)[0].strip().lower() not in _NOT_SAID_JSON:
+                return scope
+            headers = [h for j, h in enumerate(headers) if j != i]
+            break
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
 def _declared_length(scope: Scope) -> int:

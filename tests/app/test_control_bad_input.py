@@ -99,6 +99,39 @@ async def test_malformed_json_names_the_body_and_where_it_broke(gateway: Running
 
 
 @pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain; charset=utf-8", ""],
+)
+async def test_a_json_body_sent_without_saying_so_is_read_as_json(
+    gateway: RunningGateway, content_type: str | None
+) -> None:
+    # curl -d sends application/x-www-form-urlencoded; other tools text/plain or nothing.
+    headers = dict(BEARER) if content_type is None else {**BEARER, "Content-Type": content_type}
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        request = client.build_request("POST", "/admin/groups", content=b'{"name": "ops"}')
+        request.headers.pop("Content-Type", None)
+        request.headers.update(headers)
+        made = await client.send(request)
+        bad = await client.post(
+            "/admin/groups",
+            content=b"name=ops",
+            headers={**BEARER, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        typed = await client.post(
+            "/admin/groups",
+            content=b'{"name": "ops2"}',
+            headers={**BEARER, "Content-Type": "application/xml"},
+        )
+    assert made.status_code == 201, made.text
+    assert made.json()["name"] == "ops"
+    # Not JSON after all: said so, naming the body, not "not a dictionary".
+    error = refused(bad, 400, "InvalidJSON", "body")
+    assert error["message"].startswith("body: invalid JSON")
+    # A type the client did name is kept, and is not JSON.
+    assert typed.status_code == 400, typed.text
+
+
+@pytest.mark.parametrize(
     ("body", "reason"),
     [
         (b'{"name": "\xff\xfe"}', "not UTF-8"),
