@@ -96,6 +96,7 @@ async def relay(ctx: RequestContext) -> None:
     tried: frozenset[str] = frozenset()
     last_error: CorralError | None = None
     refreshed = False
+    woke = False  # a worker was started (or joined) for a model nothing held
     attempt = 0
     if ctx.stream and gw.open_streams >= gw.settings.limits.max_streams:
         raise TooManyStreams(
@@ -111,12 +112,26 @@ async def relay(ctx: RequestContext) -> None:
         try:
             ticket, decision = await _bind(ctx, info, tried, attempt + 1)
         except ModelNotFound:
-            if refreshed or tried:
+            if tried:
                 raise last_error or ModelNotFound(ctx.requested_model) from None
-            # Maybe it was pulled since the last probe: look again, once.
-            refreshed = True
-            await fleet.refresh_models()
-            continue
+            if not refreshed:
+                # Maybe it was pulled since the last probe: look again, once.
+                refreshed = True
+                await fleet.refresh_models()
+                continue
+            if not woke and gw.workers is not None:
+                # Nothing holds it: a worker may serve it (scale from zero).
+                woke = True
+                worker = await gw.workers.scaling.start_for(ctx.model)
+                if worker is not None:
+                    if worker.state != "ready":
+                        raise NoHealthyBackend(
+                            f"no backend holds model {ctx.requested_model!r}, and the worker "
+                            f"started for it failed: {worker.error or worker.state}",
+                            retry_after=gw.settings.queue.retry_after_s,
+                        ) from None
+                    continue
+            raise ModelNotFound(ctx.requested_model) from None
         except NoHealthyBackend as exc:
             if last_error is not None:
                 raise last_error from None

@@ -94,7 +94,8 @@ class WorkersConfig(_Section):
     )
     models: list[str] = Field(
         default_factory=list,
-        description="Models a new worker must hold before it serves (pulled on Ollama).",
+        description="Models a new worker must hold before it serves (pulled on Ollama); a "
+        "request for one that no backend holds starts a worker (scale from zero).",
     )
     ready_timeout_s: Seconds = Field(
         default=120.0, description="Longest a new worker may take to answer and pull its models."

@@ -191,6 +191,43 @@ async def test_a_worker_that_stops_answering_stays_when_unhealthy_s_is_0() -> No
             await sim.post(f"{hung.url}/_sim/faults", json={"hang": False})
 
 
+async def test_a_request_for_a_worker_model_starts_a_worker_from_zero() -> None:
+    async with workers_gateway(min=0, max=2, models=["llama3.2:1b"]) as wg:
+        assert wg.pool.workers == {}
+        # Two at once: one worker starts, and both wait for it.
+        first, second = await asyncio.gather(wg.generate(num_predict=2), wg.generate(num_predict=2))
+        assert first.status_code == second.status_code == 200, first.text
+        (started,) = wg.ready()
+        assert started.reason == "demand"
+        assert first.headers["x-corral-backend"] == started.id
+        listing = (await wg.client.get("/admin/workers")).json()
+        assert listing["events"][0]["added"] == [started.id]
+        assert "llama3.2:1b, which no backend holds" in listing["events"][0]["reason"]
+        # Another model is not the workers' to serve: refused as before, nothing starts.
+        other = await wg.client.post(
+            "/api/generate", json={"model": "mistral:7b", "prompt": "hi", "stream": False}
+        )
+        assert other.status_code == 404, other.text
+        assert list(wg.pool.workers) == [started.id]
+
+
+async def test_no_worker_starts_from_zero_with_autoscale_off() -> None:
+    async with workers_gateway(min=0, max=2, models=["llama3.2:1b"], autoscale=False) as wg:
+        resp = await wg.generate(num_predict=2)
+        assert resp.status_code == 404, resp.text
+        assert wg.pool.workers == {} and not wg.pool.ended
+
+
+async def test_a_worker_that_fails_to_start_for_a_request_is_a_503_saying_so() -> None:
+    command = "{python} -c 'import sys; sys.exit(3)' {port}"
+    async with workers_gateway(command=command, min=0, max=1, models=["llama3.2:1b"]) as wg:
+        resp = await wg.generate(num_predict=2)
+        assert resp.status_code == 503, resp.text
+        assert "the worker started for it failed: exited with code 3" in resp.text
+        assert resp.headers.get("retry-after") is not None
+        assert [w.reason for w in wg.pool.ended] == ["demand"]
+
+
 async def test_the_autoscaler_follows_a_burst_within_max_and_cooldown() -> None:
     cooldown = 1.0
     command = SIM + " --speed 0.3"  # ~100 tokens/s: a 100-token answer takes about 1 s

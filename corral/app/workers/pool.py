@@ -53,7 +53,7 @@ class Worker:
     id: str
     launch: Launch
     url: str
-    reason: str  # why it was started: "admin", "autoscale" or "min"
+    reason: str  # why it was started: "admin", "autoscale", "min" or "demand"
     created_at: float  # wall clock
     started_at: float  # the loop's clock
     state: str = "starting"  # starting, ready, draining, stopping, stopped, failed
@@ -98,6 +98,11 @@ class WorkerPool:
     def events(self) -> deque[ScaleEvent]:
         """The autoscaler's actions, newest first."""
         return self.scaling.events
+
+    @property
+    def closing(self) -> bool:
+        """The gateway is stopping: nothing new starts."""
+        return self._closing
 
     def live(self) -> list[Worker]:
         """Workers starting or serving (what min and max count)."""

@@ -78,14 +78,39 @@ class Scaling:
         removed = [pool.workers[i] for i in decision.remove if i in pool.workers]
         for w in removed:
             pool.retiring(w)
-        if not added and not removed:
-            return
+        if added or removed:
+            await self._record(added, removed, decision.reason, decision.kind or "")
+
+    async def start_for(self, model: str) -> Worker | None:
+        """Scale from zero: a request wants ``model``, one of ``workers.models``, and no
+        backend holds it. Start a worker (or join one already starting) and wait until
+        it is ready or has failed; None when none may start (not a worker model,
+        autoscaling off, ``workers.max`` reached, or held back after failed starts)."""
+        pool = self.pool
+        if pool.closing or not pool.config.autoscale or normalize_model(model) not in self._models:
+            return None
+        w = next((w for w in pool.workers.values() if w.state == "starting"), None)
+        if w is None:
+            now = asyncio.get_running_loop().time()
+            if len(pool.live()) >= pool.config.max or now < self.autoscaler.retry_at:
+                return None
+            try:
+                (w,) = pool.reserve(1, "demand")
+            except WorkerStartError as exc:
+                log.warning("workers: cannot start one for %s: %s", model, exc)
+                self.autoscaler.failed(now)
+                return None
+            await self._record([w], [], f"a request for {model}, which no backend holds", "up")
+        if w.bring_up is not None:
+            # asyncio.wait: the request leaving must not cancel the start.
+            await asyncio.wait([w.bring_up])
+        return w
+
+    async def _record(
+        self, added: list[Worker], removed: list[Worker], reason: str, kind: str
+    ) -> None:
         event = ScaleEvent(
-            time.time(),
-            tuple(w.id for w in added),
-            tuple(w.id for w in removed),
-            decision.reason,
-            decision.kind or "",
+            time.time(), tuple(w.id for w in added), tuple(w.id for w in removed), reason, kind
         )
         self.events.appendleft(event)
         log.info("workers: +%d -%d (%s)", len(event.added), len(event.removed), event.reason)
