@@ -112,6 +112,7 @@ class HttpTransport:
         self._connect_timeout = connect_timeout
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._raw = (
             RawPool(self.base_url, connect_timeout=connect_timeout, headers=self._headers)
             if self.base_url.startswith("http://")
@@ -138,6 +139,10 @@ class HttpTransport:
         return self._session
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if self._closed:
+            # Its backend was removed: a probe or request begun before that must not
+            # open connections (and a session) nothing would ever close.
+            raise UpstreamConnectError("the backend was removed from the fleet")
         if (
             self._raw is not None
             and request.method == "POST"
@@ -176,6 +181,7 @@ class HttpTransport:
             raise UpstreamConnectError("backend closed the connection", backend_down=False) from exc
 
     async def close(self) -> None:
+        self._closed = True
         if self._raw is not None:
             self._raw.close()
         if self._session is not None:

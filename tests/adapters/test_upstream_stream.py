@@ -352,3 +352,19 @@ async def test_a_backend_dying_mid_pipe_raises_a_connection_error() -> None:
             await resp.pipe(lambda piece: got.append(piece) is None)
         resp.close()
     assert got == [b"first\n"]
+
+
+async def test_a_closed_transport_opens_nothing_more() -> None:
+    # A probe begun before its backend was removed calls send after close: it must not
+    # make a session (or connection) that nothing would ever close.
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    async with backend(answer) as (b, url):
+        transport = HttpTransport(url, connect_timeout=2)
+        await transport.close()
+        for request in (UpstreamRequest("GET", "/api/tags"), UpstreamRequest("POST", "/x", b"{}")):
+            with pytest.raises(UpstreamConnectError, match="removed from the fleet"):
+                await transport.send(request)
+        assert transport._session is None
+    assert b.connections == 0
