@@ -418,13 +418,17 @@ class Rig:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
         proc = self.children.start(pin(argv, self.gw_cpus), log=prefix / "out.log")
+        self.wait_proxy(proc, port, "nginx")
+        return proc, port
+
+    def wait_proxy(self, proc: subprocess.Popen[bytes], port: int, what: str) -> None:
+        """Until the proxy on ``port`` relays the backend's model list."""
         wait_until(
             lambda: b"bench" in http_get(f"http://127.0.0.1:{port}/api/tags"),
             self.args.ready_timeout,
-            "nginx",
+            what,
             lambda: proc.poll() is None,
         )
-        return proc, port
 
     def start_floor(self) -> tuple[subprocess.Popen[bytes], int]:
         """bench/floor_proxy.py in Corral's place: uvicorn with Corral's stream client and
@@ -438,12 +442,7 @@ class Rig:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         log = self.workdir / f"floor-{port}.log"
         proc = self.children.start(pin(argv, self.gw_cpus), log=log, cwd=self.workdir, env=env)
-        wait_until(
-            lambda: b"bench" in http_get(f"http://127.0.0.1:{port}/api/tags"),
-            self.args.ready_timeout,
-            "floor proxy",
-            lambda: proc.poll() is None,
-        )
+        self.wait_proxy(proc, port, "floor proxy")
         return proc, port
 
     def start_gateway(self, case: Case) -> tuple[subprocess.Popen[bytes], int]:

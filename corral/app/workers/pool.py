@@ -166,20 +166,10 @@ class WorkerPool:
                 continue
             why = f"unhealthy for {now - state.last_ok_at:.0f}s ({state.last_error or 'no answer'})"
             w.state = "stopping"  # from now on it is neither live nor a candidate to prune
-            w.retiring = asyncio.create_task(self._give_up(w, why), name=f"stop-{w.id}")
+            stop = self._fail(w, why, "stopped answering")
+            w.retiring = asyncio.create_task(stop, name=f"stop-{w.id}")
             hung.append(w)
         return hung
-
-    async def _give_up(self, w: Worker, why: str) -> None:
-        w.error = why
-        log.warning("worker %s %s: stopping it", w.id, why)
-        await self._leave_fleet(w)
-        if w.handle is not None:
-            w.exit_code = await self.provider.stop(w.handle, self.config.stop_timeout_s)
-        self._end(w, "failed")
-        self.autoscaler.failed(asyncio.get_running_loop().time())
-        if not self._closing:
-            self.wake()
 
     # -- spawning ---------------------------------------------------------------
 
@@ -326,9 +316,9 @@ class WorkerPool:
             self.wake()
         return code
 
-    async def _fail(self, w: Worker, why: str) -> None:
+    async def _fail(self, w: Worker, why: str, what: str = "failed to start") -> None:
         w.error = why
-        log.warning("worker %s failed to start: %s", w.id, why)
+        log.warning("worker %s %s: %s", w.id, what, why)
         await self._leave_fleet(w)
         if w.handle is not None:
             w.exit_code = await self.provider.stop(w.handle, self.config.stop_timeout_s)
