@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from corral.config import BackendConfig
 from corral.config.fleet import NODE_ID_PATTERN, check_fleet_token
+from corral.core.names import url_host
 
 __all__ = [
     "AgentOptions",
@@ -158,9 +159,7 @@ def advertised_url(opts: AgentOptions, relay_port: int, addresses: list[str]) ->
     host = opts.relay_host
     if _is_wildcard(host):
         host = addresses[0] if addresses else socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{relay_port}"
+    return f"http://{url_host(host)}:{relay_port}"
 
 
 def _is_wildcard(host: str) -> bool:

@@ -16,6 +16,7 @@ from corral.app.auth import AuthStartError, admin_key_from
 from corral.app.listener import Server
 from corral.app.nodes import FleetTokenError, load_fleet_token
 from corral.config import ConfigError, ConfigSource, Settings
+from corral.core.names import url_host
 from corral.core.policies import POLICIES
 
 __all__ = ["run"]
@@ -83,8 +84,7 @@ def build(settings: Settings, *, demo: bool = False, source: ConfigSource | None
 
 
 def _banner(err: Console, settings: Settings, demo: bool) -> None:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
-    where = f"http://{host}:{settings.port}"
+    where = f"http://{url_host(settings.host)}:{settings.port}"
     n = len(settings.backends)
     extra = " plus a simulated demo fleet" if demo else ""
     err.print(

@@ -28,7 +28,7 @@ from corral.config.scheduling import BreakersConfig, RoutingConfig, TenantsConfi
 from corral.config.usage import UsageConfig
 from corral.config.workers import WorkersConfig
 from corral.core.models import LogicalModel
-from corral.core.names import normalize_model
+from corral.core.names import normalize_model, url_host
 from corral.core.policies import POLICIES, make_policy
 
 __all__ = [
@@ -140,10 +140,7 @@ def _normalise_url(url: str) -> str:
 
 def _derive_name(url: str) -> str:
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{parts.port or 443}"
+    return f"{url_host(parts.hostname or '')}:{parts.port or 443}"
 
 
 class BackendConfig(_Section):

@@ -1,8 +1,8 @@
-"""Model names as Ollama reads them."""
+"""Model names as Ollama reads them, and hosts as URLs carry them."""
 
 from __future__ import annotations
 
-__all__ = ["normalize_model"]
+__all__ = ["normalize_model", "url_host"]
 
 
 def normalize_model(name: str) -> str:
@@ -18,3 +18,8 @@ def normalize_model(name: str) -> str:
     if name.find(":", slash + 1) == -1:
         return name + ":latest"
     return name
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes in a URL: an IPv6 address in brackets, anything else as is."""
+    return f"[{host}]" if ":" in host else host

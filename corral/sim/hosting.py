@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from corral.core.names import url_host
 from corral.sim import control
 from corral.sim.faults import Faults
 from corral.sim.runtime import LoopRuntime
@@ -107,8 +108,7 @@ class HostedNode(Generic[S, R]):
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     def state(self) -> dict[str, Any]:
         return self.runtime.state()

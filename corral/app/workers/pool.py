@@ -34,6 +34,7 @@ from corral.config.models import BackendConfig
 from corral.config.workers import WorkersConfig
 from corral.core.autoscale import Autoscaler, PruneMode, next_gpu, prune_order
 from corral.core.errors import Conflict, NotFound, UpstreamError
+from corral.core.names import url_host
 
 if TYPE_CHECKING:
     from corral.app.gateway import Gateway
@@ -221,12 +222,11 @@ class WorkerPool:
                 gpu, turn = next_gpu(cfg.gpus, gpus, turn)
                 gpus[gpu] += 1
             worker_id = self._next_id({w.id for w in made})
-            host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             made.append(
                 Worker(
                     id=worker_id,
                     launch=Launch(worker_id, cfg.host, port, gpu),
-                    url=f"http://{host}:{port}",
+                    url=f"http://{url_host(cfg.host)}:{port}",
                     reason=reason,
                     created_at=time.time(),
                     started_at=loop.time(),
