@@ -23,9 +23,10 @@ import msgspec
 import uvicorn
 
 from corral.adapters.rawstream import RawPool
-from corral.app.asgi import direct_body
+from corral.app.asgi import direct_body, read_body
 
 _HEADERS = {"Content-Type": "application/json"}
+_MAX_BODY = 32 * 1024 * 1024
 
 
 def make_app(backend: str) -> Any:
@@ -42,12 +43,7 @@ def make_app(backend: str) -> Any:
             await send({"type": "lifespan.shutdown.complete"})
             return
         assert pool is not None
-        parts, more = [], True
-        while more:
-            message = await receive()
-            parts.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(parts)
+        body = await read_body(scope, receive, _MAX_BODY)  # as Corral's pipelines read it
         if body:
             msgspec.json.decode(body)  # a gateway reads the request at least once
         conn = await pool.connect()
